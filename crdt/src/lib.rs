@@ -1,0 +1,46 @@
+//! hearsay-crdt: the IO-less data model of hearsay.
+//!
+//! Everything the node, the network and the API agree on lives here, free of
+//! any runtime, socket or disk:
+//!
+//! - [`Keypair`] and [`NodeId`]: ed25519 identities and their key files;
+//! - [`docs`]: the automerge documents (post, public and timeline buckets,
+//!   profile) with typed operations and reads;
+//! - [`Delta`]: one signed change of one document, the unit of replication;
+//! - [`VersionVector`]: the anti-entropy digest and resume token;
+//! - [`Replica`]: documents plus the rules that make replicas converge.
+//!
+//! ```
+//! use hearsay_crdt::{Keypair, MemoryDocs, NewPost, Replica, UserName};
+//!
+//! let mut a = Replica::new(Keypair::generate(), MemoryDocs::default()).unwrap();
+//! let mut b = Replica::new(Keypair::generate(), MemoryDocs::default()).unwrap();
+//! let new = NewPost { author: UserName::new("ann").unwrap(), body: "hello".into(), reply_to: None };
+//! let (post, deltas) = a.create_post(&new, None, 1_700_000_000_000).unwrap();
+//!
+//! // Deltas travel as bytes; the receiver verifies, orders and applies them.
+//! let wire: Vec<Vec<u8>> = deltas.iter().map(|d| d.encode()).collect();
+//! let received = wire.iter().map(|w| hearsay_crdt::Delta::decode(w).unwrap());
+//! let outcome = b.receive(received);
+//! assert_eq!(outcome.accepted.len(), 3);
+//! assert_eq!(b.post(post.id).unwrap().unwrap().body, "hello");
+//! assert_eq!(a.version_vector(), b.version_vector());
+//! ```
+
+pub mod delta;
+pub mod docs;
+pub mod error;
+pub mod identity;
+pub mod ids;
+pub mod replica;
+pub mod store;
+pub mod vv;
+
+pub use delta::{Delta, MAX_DELTA_BYTES};
+pub use docs::{MAX_BODY_CHARS, NewPost, Post, Profile};
+pub use error::{Error, Result};
+pub use identity::Keypair;
+pub use ids::{BUCKET_MS, DocId, NodeId, PostId, UserName};
+pub use replica::{ReceiveOutcome, Replica, ReplicaConfig};
+pub use store::{DocStore, MemoryDocs};
+pub use vv::VersionVector;

@@ -1,0 +1,560 @@
+//! The IO-less replica: documents, local operations, remote deltas.
+//!
+//! A [`Replica`] turns local operations into signed deltas with the next
+//! per-origin seq, and remote deltas into document state. It does no IO of
+//! its own: documents come from a [`DocStore`], time comes in as arguments,
+//! and what must be made durable (accepted deltas, saved documents) goes out
+//! as return values.
+//!
+//! Remote deltas pass three gates:
+//! 1. signature and shape ([`Delta::verify`], automerge change decoding);
+//! 2. per-origin order: a delta at `have + 1` is accepted, one further ahead
+//!    waits in a bounded buffer, one beyond the bound is an error (the gap is
+//!    repaired by anti-entropy);
+//! 3. causal order inside automerge: a change whose dependencies (from other
+//!    origins) have not arrived yet is queued by automerge. Such a delta is
+//!    "held": it is counted in [`Replica::version_vector`] (it is stored) but
+//!    not in [`Replica::applied_version_vector`], so a checkpoint never claims
+//!    a document contains it before it does.
+//!
+//! Accepted deltas are applied per document in one `apply_changes` batch:
+//! automerge's cost per call grows with the document, its cost per change in
+//! a batch does not (see BENCHMARKS.md).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
+
+use crate::delta::Delta;
+use crate::docs::{NewPost, Post, Profile, bucket, post, profile};
+use crate::error::{Error, Result};
+use crate::identity::Keypair;
+use crate::ids::{DocId, NodeId, PostId, UserName};
+use crate::store::{DocCache, DocStore};
+use crate::vv::VersionVector;
+
+/// Bounds of a [`Replica`].
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// Documents kept loaded in memory.
+    pub cache_docs: usize,
+    /// How far ahead of an origin's contiguous seq a delta may be buffered.
+    pub max_seq_ahead: u64,
+    /// Out-of-order deltas buffered over all origins.
+    pub max_buffered: usize,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            cache_docs: 4096,
+            max_seq_ahead: 4096,
+            max_buffered: 16_384,
+        }
+    }
+}
+
+/// What [`Replica::receive`] did with a batch of remote deltas.
+#[derive(Debug, Default)]
+pub struct ReceiveOutcome {
+    /// Newly accepted deltas, in per-origin seq order: the caller stores them.
+    pub accepted: Vec<Delta>,
+    /// Already held or already buffered.
+    pub duplicates: usize,
+    /// Waiting in the out-of-order buffer for an earlier seq.
+    pub buffered: usize,
+    /// Refused, with the reason.
+    pub rejected: Vec<Error>,
+}
+
+impl ReceiveOutcome {
+    /// Whether some delta is waiting for an earlier one: a gap to repair.
+    pub fn has_gap(&self) -> bool {
+        self.buffered > 0
+            || self
+                .rejected
+                .iter()
+                .any(|e| matches!(e, Error::SeqGap { .. }))
+    }
+}
+
+/// One document change that automerge queued for missing dependencies.
+#[derive(Debug, Clone)]
+struct Held {
+    origin: NodeId,
+    seq: u64,
+    hash: ChangeHash,
+}
+
+/// An IO-less hearsay replica over the document store `S`.
+pub struct Replica<S> {
+    key: Keypair,
+    id: NodeId,
+    store: S,
+    cache: DocCache,
+    config: ReplicaConfig,
+    vv: VersionVector,
+    buffer: BTreeMap<NodeId, BTreeMap<u64, (Delta, Change)>>,
+    buffered: usize,
+    held: BTreeMap<DocId, Vec<Held>>,
+    public_buckets: BTreeSet<u64>,
+    timeline_buckets: BTreeMap<UserName, BTreeSet<u64>>,
+}
+
+impl<S> std::fmt::Debug for Replica<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("id", &self.id)
+            .field("revision", &self.vv.sum())
+            .field("cached_docs", &self.cache.len())
+            .field("buffered", &self.buffered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: DocStore> Replica<S> {
+    /// Opens a replica whose stored documents contain at least `snapshot`;
+    /// replay the deltas above it with [`Replica::replay`].
+    pub fn open(
+        key: Keypair,
+        mut store: S,
+        snapshot: VersionVector,
+        config: ReplicaConfig,
+    ) -> Result<Self> {
+        let id = key.id();
+        let mut public_buckets = BTreeSet::new();
+        let mut timeline_buckets: BTreeMap<UserName, BTreeSet<u64>> = BTreeMap::new();
+        for doc in store
+            .ids("public/")?
+            .into_iter()
+            .chain(store.ids("timeline/")?)
+        {
+            match doc {
+                DocId::Public(b) => {
+                    public_buckets.insert(b);
+                }
+                DocId::Timeline(user, b) => {
+                    timeline_buckets.entry(user).or_default().insert(b);
+                }
+                _ => {}
+            }
+        }
+        Ok(Replica {
+            cache: DocCache::new(config.cache_docs, ActorId::from(id.as_bytes())),
+            key,
+            id,
+            store,
+            config,
+            vv: snapshot,
+            buffer: BTreeMap::new(),
+            buffered: 0,
+            held: BTreeMap::new(),
+            public_buckets,
+            timeline_buckets,
+        })
+    }
+
+    /// An empty replica.
+    pub fn new(key: Keypair, store: S) -> Result<Self> {
+        Self::open(key, store, VersionVector::new(), ReplicaConfig::default())
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn key(&self) -> &Keypair {
+        &self.key
+    }
+
+    pub fn store(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Every delta accepted, stored or not yet applied.
+    pub fn version_vector(&self) -> &VersionVector {
+        &self.vv
+    }
+
+    /// The deltas whose changes are in the documents: the vector a checkpoint
+    /// of the documents may record.
+    pub fn applied_version_vector(&self) -> VersionVector {
+        let mut vv = self.vv.clone();
+        for held in self.held.values().flatten() {
+            if held.seq <= vv.get(&held.origin) {
+                vv.set(held.origin, held.seq - 1);
+            }
+        }
+        vv
+    }
+
+    /// Deltas waiting in the out-of-order buffer.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Saves every changed document to the store and returns the version
+    /// vector the saved documents are known to contain.
+    pub fn checkpoint(&mut self) -> Result<VersionVector> {
+        self.cache.flush(&mut self.store)?;
+        Ok(self.applied_version_vector())
+    }
+
+    // ---- local operations -------------------------------------------------
+
+    fn local_change(
+        &mut self,
+        doc: DocId,
+        now_ms: u64,
+        create: bool,
+        op: impl FnOnce(&mut Automerge) -> Result<()>,
+    ) -> Result<Delta> {
+        let seq = self.vv.get(&self.id) + 1;
+        let d = self
+            .cache
+            .get(&mut self.store, &doc, create)?
+            .ok_or_else(|| Error::invalid(format!("unknown document {doc}")))?;
+        op(d)?;
+        let change = d
+            .get_last_local_change()
+            .ok_or_else(|| Error::invalid(format!("operation on {doc} changed nothing")))?;
+        // Bounded inputs keep every change far below the delta size limit.
+        let delta = Delta::sign(
+            &self.key,
+            seq,
+            doc.clone(),
+            change.raw_bytes().to_vec(),
+            now_ms,
+        )?;
+        self.cache.mark_dirty(&doc);
+        self.vv.set(self.id, seq);
+        Ok(delta)
+    }
+
+    /// Creates a post: its document, and its entries in the public and the
+    /// author's timeline buckets. Returns the post and three deltas.
+    pub fn create_post(
+        &mut self,
+        new: &NewPost,
+        author_key: Option<&Keypair>,
+        now_ms: u64,
+    ) -> Result<(Post, Vec<Delta>)> {
+        crate::docs::check_body_len(&new.body)?;
+        let id = PostId::new(now_ms, &self.id, self.vv.get(&self.id) + 1);
+        let doc = DocId::Post(id);
+        if self.cache.get(&mut self.store, &doc, false)?.is_some() {
+            return Err(Error::invalid(format!("post {id} already exists")));
+        }
+        let mut deltas = Vec::with_capacity(3);
+        deltas
+            .push(self.local_change(doc, now_ms, true, |d| post::create(d, id, new, author_key))?);
+        let b = id.bucket();
+        deltas.push(self.local_change(DocId::Public(b), now_ms, true, |d| bucket::add(d, id))?);
+        deltas.push(self.local_change(
+            DocId::Timeline(new.author.clone(), b),
+            now_ms,
+            true,
+            |d| bucket::add(d, id),
+        )?);
+        self.public_buckets.insert(b);
+        self.timeline_buckets
+            .entry(new.author.clone())
+            .or_default()
+            .insert(b);
+        let post = self.post(id)?.expect("post just created");
+        Ok((post, deltas))
+    }
+
+    /// Replaces `delete` characters at `pos` of a post's body with `insert`.
+    pub fn edit_post(
+        &mut self,
+        id: PostId,
+        pos: usize,
+        delete: usize,
+        insert: &str,
+        now_ms: u64,
+    ) -> Result<Delta> {
+        self.local_change(DocId::Post(id), now_ms, false, |d| {
+            post::edit(d, pos, delete, insert, now_ms)
+        })
+    }
+
+    /// Tombstones a post.
+    pub fn delete_post(&mut self, id: PostId, now_ms: u64) -> Result<Delta> {
+        self.local_change(DocId::Post(id), now_ms, false, |d| post::delete(d, now_ms))
+    }
+
+    pub fn follow(&mut self, user: &UserName, whom: &UserName, now_ms: u64) -> Result<Delta> {
+        if user == whom {
+            return Err(Error::invalid("a user cannot follow themselves"));
+        }
+        self.local_change(DocId::Profile(user.clone()), now_ms, true, |d| {
+            profile::follow(d, whom)
+        })
+    }
+
+    pub fn unfollow(&mut self, user: &UserName, whom: &UserName, now_ms: u64) -> Result<Delta> {
+        self.local_change(DocId::Profile(user.clone()), now_ms, true, |d| {
+            profile::unfollow(d, whom)
+        })
+    }
+
+    pub fn set_profile(
+        &mut self,
+        user: &UserName,
+        display_name: Option<&str>,
+        public_key: Option<NodeId>,
+        now_ms: u64,
+    ) -> Result<Delta> {
+        if display_name.is_none() && public_key.is_none() {
+            return Err(Error::invalid(
+                "set_profile needs a display name or a public key",
+            ));
+        }
+        self.local_change(DocId::Profile(user.clone()), now_ms, true, |d| {
+            profile::set(d, display_name, public_key)
+        })
+    }
+
+    // ---- remote deltas ----------------------------------------------------
+
+    /// Verifies, orders and applies remote deltas.
+    pub fn receive(&mut self, deltas: impl IntoIterator<Item = Delta>) -> ReceiveOutcome {
+        self.ingest(deltas, true)
+    }
+
+    /// Applies deltas read back from this node's own log (verified when they
+    /// were first accepted), e.g. after a restart.
+    pub fn replay(&mut self, deltas: impl IntoIterator<Item = Delta>) -> ReceiveOutcome {
+        self.ingest(deltas, false)
+    }
+
+    fn ingest(&mut self, deltas: impl IntoIterator<Item = Delta>, verify: bool) -> ReceiveOutcome {
+        let mut out = ReceiveOutcome::default();
+        let mut ready: Vec<(Delta, Change)> = Vec::new();
+        let mut parked: Vec<(NodeId, u64)> = Vec::new();
+        for delta in deltas {
+            let have = self.vv.get(&delta.origin);
+            let in_buffer = self
+                .buffer
+                .get(&delta.origin)
+                .is_some_and(|b| b.contains_key(&delta.seq));
+            if delta.seq <= have || in_buffer {
+                out.duplicates += 1;
+                continue;
+            }
+            if delta.seq - have > self.config.max_seq_ahead
+                || (delta.seq > have + 1 && self.buffered >= self.config.max_buffered)
+            {
+                out.rejected.push(Error::SeqGap {
+                    origin: delta.origin,
+                    have,
+                    got: delta.seq,
+                    bound: self.config.max_seq_ahead,
+                });
+                continue;
+            }
+            if verify && let Err(e) = delta.verify() {
+                out.rejected.push(e);
+                continue;
+            }
+            let change = match Change::from_bytes(delta.change.clone()) {
+                Ok(c) => c,
+                Err(e) => {
+                    out.rejected
+                        .push(Error::malformed("automerge change", e.to_string()));
+                    continue;
+                }
+            };
+            if delta.seq > have + 1 {
+                parked.push((delta.origin, delta.seq));
+                self.buffer
+                    .entry(delta.origin)
+                    .or_default()
+                    .insert(delta.seq, (delta, change));
+                self.buffered += 1;
+                continue;
+            }
+            let origin = delta.origin;
+            self.vv.set(origin, delta.seq);
+            ready.push((delta, change));
+            // Release what the buffer holds right behind it.
+            if let Some(waiting) = self.buffer.get_mut(&origin) {
+                while let Some(entry) = waiting.first_entry() {
+                    if *entry.key() != self.vv.get(&origin) + 1 {
+                        break;
+                    }
+                    let (d, c) = entry.remove();
+                    self.buffered -= 1;
+                    self.vv.set(origin, d.seq);
+                    ready.push((d, c));
+                }
+                if waiting.is_empty() {
+                    self.buffer.remove(&origin);
+                }
+            }
+        }
+        out.buffered = parked.iter().filter(|(o, s)| *s > self.vv.get(o)).count();
+        if let Err(e) = self.apply(&ready) {
+            out.rejected.push(e);
+        }
+        out.accepted = ready.into_iter().map(|(d, _)| d).collect();
+        out
+    }
+
+    /// Applies accepted deltas, one automerge batch per document.
+    fn apply(&mut self, ready: &[(Delta, Change)]) -> Result<()> {
+        let mut by_doc: BTreeMap<&DocId, Vec<&(Delta, Change)>> = BTreeMap::new();
+        for item in ready {
+            by_doc.entry(&item.0.doc).or_default().push(item);
+        }
+        let mut first_error = None;
+        for (doc_id, items) in by_doc {
+            if let Err(e) = self.apply_doc(doc_id, &items) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn apply_doc(&mut self, doc_id: &DocId, items: &[&(Delta, Change)]) -> Result<()> {
+        let doc = self
+            .cache
+            .get(&mut self.store, doc_id, true)?
+            .expect("created on demand");
+        let result = doc.apply_changes(items.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>());
+        let mut held = self.held.remove(doc_id).unwrap_or_default();
+        held.extend(items.iter().map(|(d, c)| Held {
+            origin: d.origin,
+            seq: d.seq,
+            hash: c.hash(),
+        }));
+        held.retain(|h| doc.get_change_by_hash(&h.hash).is_none());
+        if !held.is_empty() {
+            self.held.insert(doc_id.clone(), held);
+        }
+        self.cache.mark_dirty(doc_id);
+        match doc_id {
+            DocId::Public(b) => {
+                self.public_buckets.insert(*b);
+            }
+            DocId::Timeline(user, b) => {
+                self.timeline_buckets
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(*b);
+            }
+            _ => {}
+        }
+        result.map_err(Error::from)
+    }
+
+    // ---- reads ------------------------------------------------------------
+
+    /// The post `id`, if this replica has it.
+    pub fn post(&mut self, id: PostId) -> Result<Option<Post>> {
+        Ok(self
+            .cache
+            .get(&mut self.store, &DocId::Post(id), false)?
+            .and_then(|d| post::read(d, id)))
+    }
+
+    fn bucket_page(
+        &mut self,
+        buckets: Vec<u64>,
+        make: impl Fn(u64) -> DocId,
+        limit: usize,
+        before: Option<PostId>,
+    ) -> Result<Vec<Post>> {
+        let mut out = Vec::new();
+        for b in buckets {
+            let ids = match self.cache.get(&mut self.store, &make(b), false)? {
+                Some(doc) => bucket::entries(doc),
+                None => continue,
+            };
+            for id in ids.into_iter().filter(|id| before.is_none_or(|b| *id < b)) {
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                if let Some(p) = self.post(id)?
+                    && !p.deleted
+                {
+                    out.push(p);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn buckets_before(set: Option<&BTreeSet<u64>>, before: Option<PostId>) -> Vec<u64> {
+        let top = before.map_or(u64::MAX, |b| b.bucket());
+        set.map(|s| s.range(..=top).rev().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Newest posts first, strictly older than `before`; deleted posts skipped.
+    pub fn newest_posts(&mut self, limit: usize, before: Option<PostId>) -> Result<Vec<Post>> {
+        let buckets = Self::buckets_before(Some(&self.public_buckets), before);
+        self.bucket_page(buckets, DocId::Public, limit, before)
+    }
+
+    /// One user's posts, newest first.
+    pub fn user_posts(
+        &mut self,
+        user: &UserName,
+        limit: usize,
+        before: Option<PostId>,
+    ) -> Result<Vec<Post>> {
+        let buckets = Self::buckets_before(self.timeline_buckets.get(user), before);
+        self.bucket_page(buckets, |b| DocId::Timeline(user.clone(), b), limit, before)
+    }
+
+    /// A user's home timeline: the posts of everyone they follow, newest first.
+    pub fn home_timeline(
+        &mut self,
+        user: &UserName,
+        limit: usize,
+        before: Option<PostId>,
+    ) -> Result<Vec<Post>> {
+        let mut all = Vec::new();
+        for whom in self.profile(user)?.follows {
+            all.extend(self.user_posts(&whom, limit, before)?);
+        }
+        all.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    pub fn profile(&mut self, user: &UserName) -> Result<Profile> {
+        let doc = self
+            .cache
+            .get(&mut self.store, &DocId::Profile(user.clone()), false)?;
+        Ok(doc.map(|d| profile::read(d, user)).unwrap_or(Profile {
+            user: user.clone(),
+            display_name: None,
+            public_key: None,
+            follows: Vec::new(),
+        }))
+    }
+
+    /// Heads of a document (empty when unknown): equal heads, equal state.
+    pub fn heads(&mut self, doc: &DocId) -> Result<Vec<ChangeHash>> {
+        Ok(self
+            .cache
+            .get(&mut self.store, doc, false)?
+            .map(|d| d.get_heads())
+            .unwrap_or_default())
+    }
+
+    /// Every document id this replica holds, sorted.
+    pub fn doc_ids(&mut self) -> Result<Vec<DocId>> {
+        let mut ids: BTreeSet<DocId> = self.store.ids("")?.into_iter().collect();
+        ids.extend(self.cache.cached_ids().cloned());
+        Ok(ids.into_iter().collect())
+    }
+
+    /// Whether any document still waits for a change's dependencies.
+    pub fn has_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+}
