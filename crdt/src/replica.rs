@@ -86,6 +86,13 @@ struct Held {
     hash: ChangeHash,
 }
 
+/// Whether a parsed change's header checksum (bytes 4..8 of the chunk) is the
+/// start of its hash. `Change::from_bytes` does not check it, and automerge
+/// 0.12 can panic applying a corrupted change that still parses.
+fn checksum_matches(change: &Change) -> bool {
+    change.raw_bytes().get(4..8) == Some(&change.hash().0[..4])
+}
+
 /// An IO-less hearsay replica over the document store `S`.
 pub struct Replica<S> {
     key: Keypair,
@@ -359,7 +366,14 @@ impl<S: DocStore> Replica<S> {
                 continue;
             }
             let change = match Change::from_bytes(delta.change.clone()) {
-                Ok(c) => c,
+                Ok(c) if checksum_matches(&c) => c,
+                Ok(_) => {
+                    out.rejected.push(Error::malformed(
+                        "automerge change",
+                        "checksum does not match the change's contents",
+                    ));
+                    continue;
+                }
                 Err(e) => {
                     out.rejected
                         .push(Error::malformed("automerge change", e.to_string()));

@@ -139,8 +139,12 @@ impl DocCache {
         Ok(saved)
     }
 
+    /// Ids of cached documents that the store may not list yet: the dirty
+    /// ones. A clean slot was loaded from the store, has been saved to it, or
+    /// is an empty document created for a local operation that then failed
+    /// (which must not count as a document).
     pub(crate) fn cached_ids(&self) -> impl Iterator<Item = &DocId> {
-        self.slots.keys()
+        self.slots.iter().filter(|(_, s)| s.dirty).map(|(id, _)| id)
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -1,1 +1,23 @@
-//! placeholder
+//! hearsay-node: the daemon library.
+//!
+//! A node is three parts joined by bounded channels:
+//!
+//! - [`core`]: one thread owning the [`hearsay_crdt::Replica`] and the
+//!   [`store`] (sled). Every automerge and disk call happens there, off the
+//!   async reactor; writes are made durable in groups (one flush per batch).
+//! - [`net`]: one task owning the libp2p swarm: gossipsub push, request-response
+//!   anti-entropy, identify, ping, kad discovery, join redials.
+//! - [`api`]: the axum HTTP API, which talks to the core by command.
+//!
+//! [`node::run`] wires them together from validated [`config::Settings`].
+
+pub mod api;
+pub mod config;
+pub mod core;
+pub mod metrics;
+pub mod net;
+pub mod node;
+pub mod store;
+
+pub use config::{Config, Settings};
+pub use node::{init, run, shutdown_signal};

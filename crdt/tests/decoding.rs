@@ -1,0 +1,440 @@
+//! Bytes at the edges: saved documents, delta envelopes, tokens and ids.
+//!
+//! Whatever a peer, a client or a disk hands over is either decoded exactly
+//! or refused with a typed error; it never panics, and a refused delta leaves
+//! the replica as it was.
+
+use std::str::FromStr;
+
+use automerge::{Automerge, ChangeHash};
+use hearsay_crdt::{
+    Delta, DocId, Error, Keypair, MemoryDocs, NewPost, Post, PostId, Profile, Replica,
+    ReplicaConfig, UserName, VersionVector,
+};
+use proptest::prelude::*;
+use proptest::sample::Index;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn key(b: u8) -> Keypair {
+    Keypair::from_secret([b; 32])
+}
+
+fn name(s: &str) -> UserName {
+    UserName::new(s).unwrap()
+}
+
+fn new_post(author: &str, body: &str, reply_to: Option<PostId>) -> NewPost {
+    NewPost {
+        author: name(author),
+        body: body.into(),
+        reply_to,
+    }
+}
+
+/// The replica's whole readable state.
+#[derive(Debug, PartialEq)]
+struct State {
+    vv: VersionVector,
+    doc_ids: Vec<DocId>,
+    heads: Vec<(DocId, Vec<ChangeHash>)>,
+    newest: Vec<Post>,
+    posts: Vec<Option<Post>>,
+    profiles: Vec<Profile>,
+    user_posts: Vec<Vec<Post>>,
+    home: Vec<Vec<Post>>,
+}
+
+const USERS: [&str; 3] = ["ann", "bob", "cy"];
+
+fn observe(r: &mut Replica<MemoryDocs>, posts: &[PostId]) -> State {
+    let doc_ids = r.doc_ids().unwrap();
+    let heads = doc_ids
+        .iter()
+        .map(|d| (d.clone(), r.heads(d).unwrap()))
+        .collect();
+    let users: Vec<UserName> = USERS.iter().map(|u| name(u)).collect();
+    State {
+        vv: r.version_vector().clone(),
+        doc_ids,
+        heads,
+        newest: r.newest_posts(500, None).unwrap(),
+        posts: posts.iter().map(|p| r.post(*p).unwrap()).collect(),
+        profiles: users.iter().map(|u| r.profile(u).unwrap()).collect(),
+        user_posts: users
+            .iter()
+            .map(|u| r.user_posts(u, 500, None).unwrap())
+            .collect(),
+        home: users
+            .iter()
+            .map(|u| r.home_timeline(u, 500, None).unwrap())
+            .collect(),
+    }
+}
+
+fn assert_untouched(r: &mut Replica<MemoryDocs>) {
+    assert!(r.version_vector().is_empty());
+    assert!(r.applied_version_vector().is_empty());
+    assert_eq!(r.buffered(), 0);
+    assert!(r.doc_ids().unwrap().is_empty());
+    assert!(r.newest_posts(10, None).unwrap().is_empty());
+    assert!(!r.has_held());
+}
+
+/// A replica that has done a bit of everything, with a second origin's
+/// changes merged into its documents. Returns it and the post ids.
+fn busy_replica(config: ReplicaConfig) -> (Replica<MemoryDocs>, Vec<PostId>) {
+    let mut a = Replica::open(key(1), MemoryDocs::default(), VersionVector::new(), config).unwrap();
+    let mut b = Replica::new(key(2), MemoryDocs::default()).unwrap();
+    let ann = key(0xa1);
+    let (p1, d1) = a
+        .create_post(&new_post("ann", "héllo wörld 🦀", None), Some(&ann), T0)
+        .unwrap();
+    let (p2, _) = a
+        .create_post(&new_post("bob", "second", Some(p1.id)), None, T0 + 61_000)
+        .unwrap();
+    let (p3, d3) = b
+        .create_post(&new_post("ann", "from b 漢字", None), None, T0 + 5)
+        .unwrap();
+    assert!(b.receive(d1.iter().cloned()).rejected.is_empty());
+    assert!(a.receive(d3).rejected.is_empty());
+    // Concurrent edits of the same post at both replicas.
+    let e1 = a.edit_post(p1.id, 0, 1, "H", T0 + 10).unwrap();
+    let e2 = b.edit_post(p1.id, 13, 0, "!", T0 + 11).unwrap();
+    assert!(a.receive([e2]).rejected.is_empty());
+    assert!(b.receive([e1]).rejected.is_empty());
+    a.delete_post(p2.id, T0 + 62_000).unwrap();
+    a.set_profile(&name("ann"), Some("Ann Ö"), Some(ann.id()), T0 + 20)
+        .unwrap();
+    a.follow(&name("ann"), &name("bob"), T0 + 21).unwrap();
+    a.follow(&name("bob"), &name("ann"), T0 + 22).unwrap();
+    let f = b.follow(&name("bob"), &name("ann"), T0 + 23).unwrap();
+    let u = b.unfollow(&name("bob"), &name("ann"), T0 + 24).unwrap();
+    assert!(a.receive([f, u]).rejected.is_empty());
+    assert_eq!(a.post(p1.id).unwrap().unwrap().body, "Héllo wörld 🦀!");
+    assert!(a.post(p1.id).unwrap().unwrap().signed);
+    (a, vec![p1.id, p2.id, p3.id])
+}
+
+#[test]
+fn every_document_kind_round_trips_through_save_and_load() {
+    for cache_docs in [4096, 2] {
+        let config = ReplicaConfig {
+            cache_docs,
+            ..Default::default()
+        };
+        let (mut a, posts) = busy_replica(config.clone());
+        let vv = a.checkpoint().unwrap();
+        assert_eq!(&vv, a.version_vector());
+        let before = observe(&mut a, &posts);
+        let kinds: Vec<&str> = before
+            .doc_ids
+            .iter()
+            .map(|d| match d {
+                DocId::Post(_) => "post",
+                DocId::Public(_) => "public",
+                DocId::Timeline(..) => "timeline",
+                DocId::Profile(_) => "profile",
+            })
+            .collect();
+        for kind in ["post", "public", "timeline", "profile"] {
+            assert!(kinds.contains(&kind), "no {kind} document in {kinds:?}");
+        }
+
+        // Every saved document loads on its own to the same heads.
+        let store = a.store().clone();
+        assert_eq!(store.0.len(), before.doc_ids.len());
+        for (id, heads) in &before.heads {
+            let bytes = &store.0[&id.to_string()];
+            let doc = Automerge::load(bytes).unwrap();
+            assert_eq!(&doc.get_heads(), heads, "{id}");
+            assert!(!heads.is_empty(), "{id}");
+        }
+
+        // A replica opened on the saved documents reads the same, with or
+        // without a roomy cache.
+        for reopen_cache in [4096, 1] {
+            let config = ReplicaConfig {
+                cache_docs: reopen_cache,
+                ..Default::default()
+            };
+            let mut b = Replica::open(key(1), store.clone(), vv.clone(), config).unwrap();
+            assert_eq!(observe(&mut b, &posts), before);
+            // ... and goes on with the next seq.
+            let d = b.follow(&name("ann"), &name("cy"), T0 + 99).unwrap();
+            assert_eq!(d.seq, vv.get(&a.id()) + 1);
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_stored_document_is_a_store_error() {
+    let (mut a, posts) = busy_replica(ReplicaConfig::default());
+    let vv = a.checkpoint().unwrap();
+    let mut store = a.store().clone();
+    let id = DocId::Post(posts[0]).to_string();
+    let bytes = store.0.get_mut(&id).unwrap();
+    let n = bytes.len();
+    bytes.truncate(n / 2);
+    let mut b = Replica::open(key(1), store, vv, ReplicaConfig::default()).unwrap();
+    assert!(matches!(b.post(posts[0]), Err(Error::Store(_))));
+    // Other documents still read.
+    assert!(b.post(posts[2]).unwrap().is_some());
+}
+
+/// Deltas of every kind: post creation, bucket entries, an edit with
+/// dependencies, a profile change.
+fn sample_deltas() -> Vec<Delta> {
+    let mut a = Replica::new(key(3), MemoryDocs::default()).unwrap();
+    let (p, mut deltas) = a
+        .create_post(&new_post("ann", "flip me ✓", None), Some(&key(4)), T0)
+        .unwrap();
+    deltas.push(a.edit_post(p.id, 2, 2, "FL", T0 + 1).unwrap());
+    deltas.push(
+        a.set_profile(&name("ann"), Some("A"), Some(key(4).id()), T0 + 2)
+            .unwrap(),
+    );
+    deltas
+}
+
+#[test]
+fn any_single_byte_flip_is_rejected() {
+    let deltas = sample_deltas();
+    let mut r = Replica::new(key(5), MemoryDocs::default()).unwrap();
+    let mut tried = 0;
+    for delta in &deltas {
+        let bytes = delta.encode();
+        for i in 0..bytes.len() {
+            for mask in [0x01u8, 0x80, 0xff] {
+                let mut flipped = bytes.clone();
+                flipped[i] ^= mask;
+                assert!(
+                    Delta::decode_verified(&flipped).is_err(),
+                    "flip {mask:#x} at byte {i} of {} accepted",
+                    delta.doc
+                );
+                // What still decodes must be refused by the replica.
+                if let Ok(d) = Delta::decode(&flipped) {
+                    tried += 1;
+                    let out = r.receive([d]);
+                    assert!(out.accepted.is_empty(), "flip at {i} accepted");
+                    assert_eq!(out.rejected.len(), 1, "flip at {i}: {out:?}");
+                    assert_eq!(out.buffered, 0);
+                    assert_eq!(out.duplicates, 0);
+                    assert!(matches!(
+                        out.rejected[0],
+                        Error::BadSignature { .. } | Error::SeqGap { .. }
+                    ));
+                }
+            }
+        }
+    }
+    assert!(tried > 100, "only {tried} flipped deltas decoded");
+    assert_untouched(&mut r);
+    // The same replica still takes the genuine deltas.
+    let out = r.receive(deltas.clone());
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+    assert_eq!(out.accepted.len(), deltas.len());
+}
+
+#[test]
+fn a_forged_origin_is_a_bad_signature() {
+    let x = key(6);
+    let y = key(7);
+    let mut deltas = sample_deltas();
+    for d in &mut deltas {
+        // Re-signed by X, but claiming to come from Y.
+        let mut forged = Delta::sign(&x, d.seq, d.doc.clone(), d.change.clone(), 5).unwrap();
+        forged.origin = y.id();
+        let bytes = forged.encode();
+        match Delta::decode_verified(&bytes) {
+            Err(Error::BadSignature { origin, seq }) => {
+                assert_eq!(origin, y.id());
+                assert_eq!(seq, d.seq);
+            }
+            other => panic!("forged delta: {other:?}"),
+        }
+        let mut r = Replica::new(key(8), MemoryDocs::default()).unwrap();
+        let out = r.receive([Delta::decode(&bytes).unwrap()]);
+        assert!(out.accepted.is_empty());
+        assert!(
+            matches!(out.rejected.as_slice(), [Error::BadSignature { origin, .. }] if *origin == y.id()),
+            "{:?}",
+            out.rejected
+        );
+        assert_untouched(&mut r);
+        // Y's genuine signature on other content does not transfer either.
+        d.change.push(0);
+        assert!(matches!(d.verify(), Err(Error::BadSignature { .. })));
+    }
+}
+
+// ---- nothing panics ----------------------------------------------------------
+
+fn try_everything(bytes: &[u8]) {
+    let _ = Delta::decode(bytes);
+    let _ = Delta::decode_verified(bytes);
+    let _ = VersionVector::from_bytes(bytes);
+    let text = String::from_utf8_lossy(bytes);
+    let _ = VersionVector::from_token(&text);
+    let _ = DocId::from_str(&text);
+    let _ = PostId::from_str(&text);
+}
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    Truncate(Index),
+    Extend(Vec<u8>),
+    Overwrite(Index, u8),
+    Splice(Index, Index, Vec<u8>),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        any::<Index>().prop_map(Mutation::Truncate),
+        proptest::collection::vec(any::<u8>(), 1..64).prop_map(Mutation::Extend),
+        (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::Overwrite(i, b)),
+        (
+            any::<Index>(),
+            any::<Index>(),
+            proptest::collection::vec(any::<u8>(), 0..16)
+        )
+            .prop_map(|(a, b, v)| Mutation::Splice(a, b, v)),
+    ]
+}
+
+fn mutate(bytes: &[u8], m: &Mutation) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    match m {
+        Mutation::Truncate(i) => out.truncate(i.index(bytes.len())),
+        Mutation::Extend(tail) => out.extend_from_slice(tail),
+        Mutation::Overwrite(i, b) => out[i.index(bytes.len())] = *b,
+        Mutation::Splice(a, b, with) => {
+            let (a, b) = (a.index(bytes.len() + 1), b.index(bytes.len() + 1));
+            let (a, b) = (a.min(b), a.max(b));
+            out.splice(a..b, with.iter().copied());
+        }
+    }
+    out
+}
+
+fn doc_id() -> impl Strategy<Value = DocId> {
+    prop_oneof![
+        any::<[u8; 16]>().prop_map(|b| DocId::Post(PostId(b))),
+        any::<u64>().prop_map(DocId::Public),
+        ("[a-zA-Z0-9_.-]{1,32}", any::<u64>())
+            .prop_map(|(u, b)| DocId::Timeline(UserName::new(&u).unwrap(), b)),
+        "[a-zA-Z0-9_.-]{1,32}".prop_map(|u| DocId::Profile(UserName::new(&u).unwrap())),
+    ]
+}
+
+fn version_vector() -> impl Strategy<Value = VersionVector> {
+    proptest::collection::vec((any::<[u8; 32]>(), 1u64..=u64::MAX), 0..6).prop_map(|v| {
+        v.into_iter()
+            .map(|(k, s)| (hearsay_crdt::NodeId(k), s))
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        try_everything(&bytes);
+        // With a valid magic the decoder goes further in.
+        let mut magic = b"HSD1".to_vec();
+        magic.extend_from_slice(&bytes);
+        try_everything(&magic);
+        prop_assert!(Delta::decode_verified(&magic).is_err());
+    }
+
+    #[test]
+    fn random_text_never_panics(
+        any_text in ".{0,200}",
+        token in "[A-Za-z0-9_-]{0,200}",
+        doc in "(post|public|timeline|profile|blob|)(/[a-z0-9.]{0,34}){0,3}",
+    ) {
+        for s in [&any_text, &token, &doc] {
+            try_everything(s.as_bytes());
+        }
+        // Every id that parses has exactly one text form.
+        if let Ok(id) = DocId::from_str(&doc) {
+            prop_assert_eq!(id.to_string(), doc);
+        }
+        if let Ok(vv) = VersionVector::from_token(&token) {
+            prop_assert_eq!(VersionVector::from_token(&vv.to_token()).unwrap(), vv);
+        }
+    }
+
+    #[test]
+    fn damaged_valid_encodings_never_panic(
+        which in any::<Index>(),
+        m in mutation(),
+        vv in version_vector(),
+        doc in doc_id(),
+        post in any::<[u8; 16]>(),
+    ) {
+        let deltas = sample_deltas();
+        let delta = &deltas[which.index(deltas.len())];
+        let bytes = delta.encode();
+        let damaged = mutate(&bytes, &m);
+        try_everything(&damaged);
+        if damaged != bytes {
+            prop_assert!(Delta::decode_verified(&damaged).is_err(), "{:?}", m);
+        }
+        if matches!(m, Mutation::Truncate(_) | Mutation::Extend(_)) {
+            prop_assert!(Delta::decode(&damaged).is_err());
+        }
+
+        // Version vectors: exact round trip, damaged forms never panic.
+        let vbytes = vv.to_bytes();
+        prop_assert_eq!(VersionVector::from_bytes(&vbytes).unwrap(), vv.clone());
+        prop_assert_eq!(VersionVector::from_token(&vv.to_token()).unwrap(), vv.clone());
+        try_everything(&mutate(&vbytes, &m));
+        try_everything(&mutate(vv.to_token().as_bytes(), &m));
+
+        // Ids: exact round trip, damaged forms never panic.
+        let text = doc.to_string();
+        prop_assert_eq!(DocId::from_str(&text).unwrap(), doc);
+        try_everything(&mutate(text.as_bytes(), &m));
+        let text = PostId(post).to_string();
+        prop_assert_eq!(PostId::from_str(&text).unwrap(), PostId(post));
+        try_everything(&mutate(text.as_bytes(), &m));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// A delta validly signed by its origin whose change is not an automerge
+    /// change is refused as malformed and changes nothing, whether it is next
+    /// in line or would have waited in the buffer.
+    #[test]
+    fn garbage_change_bytes_are_malformed(
+        garbage in proptest::collection::vec(any::<u8>(), 0..400),
+        chunk_magic in any::<bool>(),
+        doc in doc_id(),
+        seq in 1u64..=3,
+    ) {
+        let mut change = Vec::new();
+        if chunk_magic {
+            // automerge's chunk magic, so the parser gets past the first check.
+            change.extend_from_slice(&[0x85, 0x6f, 0x4a, 0x83]);
+        }
+        change.extend_from_slice(&garbage);
+        let delta = Delta::sign(&key(9), seq, doc, change, T0).unwrap();
+        let wire = delta.encode();
+        let delta = Delta::decode_verified(&wire).unwrap();
+        let mut r = Replica::new(key(10), MemoryDocs::default()).unwrap();
+        let out = r.receive([delta]);
+        prop_assert!(out.accepted.is_empty());
+        prop_assert_eq!(out.buffered, 0);
+        prop_assert!(
+            matches!(out.rejected.as_slice(), [Error::Malformed { .. }]),
+            "{:?}",
+            out.rejected
+        );
+        assert_untouched(&mut r);
+    }
+}

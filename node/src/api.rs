@@ -1,0 +1,363 @@
+//! The HTTP API (axum), in the hyperwave envelope:
+//! `{"status": "OK", "body": ...}` or `{"status": "ERROR", "error": "...", "body": null}`.
+//!
+//! Handlers never touch documents or sled: they send a command to the core
+//! and await its answer. A full core queue answers 503 with `Retry-After`,
+//! bad input answers 4xx naming the field, and nothing partial is stored.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hearsay_crdt::{MAX_BODY_CHARS, NewPost, PostId, UserName};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::core::{Command, CoreError, CoreStatus, Reply, now_ms};
+use crate::metrics::{Metrics, RouteLabels, RouteOnly};
+use crate::net::NetStatus;
+
+/// Default and largest page of `GET /api/v0/p`.
+pub const DEFAULT_LIMIT: usize = 64;
+pub const MAX_LIMIT: usize = 500;
+/// Largest request body accepted.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    pub core: mpsc::Sender<Command>,
+    pub core_status: watch::Receiver<CoreStatus>,
+    pub net_status: watch::Receiver<NetStatus>,
+    pub metrics: Metrics,
+    pub info: Arc<NodeInfo>,
+}
+
+/// Static facts about the node.
+#[derive(Debug)]
+pub struct NodeInfo {
+    pub peer_id: String,
+    pub region: String,
+    pub geo: Option<hearsay_topology::Geo>,
+    pub started: Instant,
+}
+
+/// An error answer: status code and a message for the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    fn unavailable(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        let status = match e {
+            CoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            CoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+            CoreError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError {
+            status,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(json!({"status": "ERROR", "error": self.message, "body": null})),
+        )
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+fn ok(body: impl serde::Serialize) -> Response {
+    Json(json!({"status": "OK", "body": body})).into_response()
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v0/health", get(health))
+        .route("/api/v0/stats", get(stats))
+        .route("/api/v0/p", get(list_posts).post(create_post))
+        .route(
+            "/api/v0/p/{id}",
+            get(get_post).patch(edit_post).delete(delete_post),
+        )
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: "no such route".into(),
+            }
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(state)
+}
+
+/// Request counter and duration histogram, labelled by route template.
+async fn observe(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let route = match request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+    {
+        Some("/api/v0/health") => "/api/v0/health",
+        Some("/api/v0/stats") => "/api/v0/stats",
+        Some("/api/v0/p") => "/api/v0/p",
+        Some("/api/v0/p/{id}") => "/api/v0/p/{id}",
+        Some("/metrics") => "/metrics",
+        _ => "other",
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let m = &state.metrics;
+    m.http_requests
+        .get_or_create(&RouteLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    m.http_request_duration_seconds
+        .get_or_create(&RouteOnly { route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Sends a command to the core and awaits the answer.
+async fn ask<T>(state: &ApiState, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
+    let (reply, rx) = oneshot::channel();
+    state.core.try_send(make(reply)).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => {
+            state.metrics.overload_rejections.inc();
+            ApiError::unavailable("node overloaded, retry shortly")
+        }
+        mpsc::error::TrySendError::Closed(_) => ApiError::unavailable("node is shutting down"),
+    })?;
+    Ok(rx
+        .await
+        .map_err(|_| ApiError::unavailable("node is shutting down"))??)
+}
+
+async fn health(State(state): State<ApiState>) -> ApiResult {
+    if let Some(failure) = &state.core_status.borrow().failed {
+        return Err(ApiError::unavailable(format!("store failed: {failure}")));
+    }
+    if state.net_status.has_changed().is_err() || state.core.is_closed() {
+        return Err(ApiError::unavailable("node is shutting down"));
+    }
+    Ok(ok(json!({"store": "open", "swarm": "running"})))
+}
+
+async fn stats(State(state): State<ApiState>) -> ApiResult {
+    let core = state.core_status.borrow().clone();
+    let net = state.net_status.borrow().clone();
+    let vv: serde_json::Map<String, Value> = core
+        .version_vector
+        .iter()
+        .map(|(o, s)| (o.to_string(), json!(s)))
+        .collect();
+    let info = &state.info;
+    Ok(ok(json!({
+        "peer_id": info.peer_id,
+        "region": info.region,
+        "geo": info.geo.map(|g| json!({"lat": g.lat, "lon": g.lon})),
+        "revision": core.version_vector.sum(),
+        "version_vector": vv,
+        "token": core.version_vector.to_token(),
+        "peers": net.peers,
+        "listen_addrs": net.listen_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "buffered": core.buffered,
+        "replication_delay_ms": {"p50": core.delay_p50_ms, "p99": core.delay_p99_ms},
+        "rejected": state.metrics.rejections(),
+        "uptime_s": info.started.elapsed().as_secs(),
+        "heartbeat_ms": now_ms(),
+    })))
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+fn parse_id(field: &str, s: &str) -> Result<PostId, ApiError> {
+    s.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "{field} {s:?} is not a valid post id (32 lowercase hex digits)"
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+async fn list_posts(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> ApiResult {
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit {l:?} must be a number from 1 to {MAX_LIMIT}"
+                )));
+            }
+        },
+    };
+    let before = q
+        .before
+        .as_deref()
+        .map(|b| parse_id("before", b))
+        .transpose()?;
+    let posts = ask(&state, |reply| Command::Posts {
+        limit,
+        before,
+        reply,
+    })
+    .await?;
+    Ok(ok(posts))
+}
+
+#[derive(Deserialize)]
+struct CreateForm {
+    author: Option<String>,
+    body: Option<String>,
+    reply_to: Option<String>,
+}
+
+fn parse_create(headers: &HeaderMap, bytes: &[u8]) -> Result<NewPost, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let form: CreateForm = if content_type.starts_with("application/x-www-form-urlencoded") {
+        serde_urlencoded::from_bytes(bytes)
+            .map_err(|e| ApiError::bad_request(format!("malformed form: {e}")))?
+    } else {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?
+    };
+    let body = form
+        .body
+        .ok_or_else(|| ApiError::bad_request("field `body` is required"))?;
+    if body.trim().is_empty() {
+        return Err(ApiError::bad_request("field `body` must not be empty"));
+    }
+    let chars = body.chars().count();
+    if chars > MAX_BODY_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "field `body` has {chars} characters; the limit is {MAX_BODY_CHARS}"
+        )));
+    }
+    let author = match form.author.as_deref().map(str::trim) {
+        None | Some("") => UserName::new("anonymous").expect("valid"),
+        Some(a) => {
+            UserName::new(a).map_err(|e| ApiError::bad_request(format!("field `author`: {e}")))?
+        }
+    };
+    let reply_to = match form.reply_to.as_deref() {
+        None | Some("") => None,
+        Some(r) => Some(parse_id("field `reply_to`", r)?),
+    };
+    Ok(NewPost {
+        author,
+        body,
+        reply_to,
+    })
+}
+
+async fn create_post(State(state): State<ApiState>, headers: HeaderMap, bytes: Bytes) -> ApiResult {
+    let new = parse_create(&headers, &bytes)?;
+    let post = ask(&state, |reply| Command::CreatePost { new, reply }).await?;
+    Ok(ok(post))
+}
+
+async fn get_post(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    let id = parse_id("id", &id)?;
+    match ask(&state, |reply| Command::GetPost { id, reply }).await? {
+        Some(found) => Ok(ok(found)),
+        None => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("no post {id}"),
+        }),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Edit {
+    /// Character offset in the body.
+    pos: usize,
+    /// Characters to remove at `pos`.
+    #[serde(default)]
+    delete: usize,
+    /// Text to insert at `pos`.
+    #[serde(default)]
+    insert: String,
+}
+
+async fn edit_post(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> ApiResult {
+    let id = parse_id("id", &id)?;
+    let edit: Edit = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    let post = ask(&state, |reply| Command::EditPost {
+        id,
+        pos: edit.pos,
+        delete: edit.delete,
+        insert: edit.insert,
+        reply,
+    })
+    .await?;
+    Ok(ok(post))
+}
+
+async fn delete_post(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    let id = parse_id("id", &id)?;
+    let post = ask(&state, |reply| Command::DeletePost { id, reply }).await?;
+    Ok(ok(post))
+}

@@ -1,0 +1,225 @@
+//! The node's metrics: one documented struct, Prometheus names with the
+//! `hearsay_` prefix, bounded label sets. libp2p's own metrics register into
+//! the same registry (under `libp2p_`), so `/metrics` serves both.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// Where a rejected or accepted delta came from.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Source {
+    Local,
+    Gossip,
+    Sync,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// `hearsay_crdt::Error::kind()`: a fixed, small set.
+    pub kind: &'static str,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The matched route template (never the raw path).
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOnly {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GeoLabels {
+    region: String,
+    lat: String,
+    lon: String,
+}
+
+/// Every metric the node records.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub revision: Gauge,
+    pub heartbeat_timestamp_seconds: Gauge<f64, AtomicU64>,
+    pub connected_peers: Gauge,
+    pub deltas_applied: Family<SourceLabels, Counter>,
+    pub deltas_rejected: Family<RejectLabels, Counter>,
+    pub deltas_duplicate: Counter,
+    pub sync_rounds: Counter,
+    pub sync_deltas_served: Counter,
+    pub http_requests: Family<RouteLabels, Counter>,
+    pub http_request_duration_seconds: Family<RouteOnly, Histogram>,
+    pub replication_delay_seconds: Histogram,
+    pub group_commit_size: Histogram,
+    pub overload_rejections: Counter,
+    registry: Arc<std::sync::Mutex<Registry>>,
+}
+
+fn delay_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new(region: &str, geo: Option<hearsay_topology::Geo>) -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            revision: Gauge::default(),
+            heartbeat_timestamp_seconds: Gauge::default(),
+            connected_peers: Gauge::default(),
+            deltas_applied: Family::default(),
+            deltas_rejected: Family::default(),
+            deltas_duplicate: Counter::default(),
+            sync_rounds: Counter::default(),
+            sync_deltas_served: Counter::default(),
+            http_requests: Family::default(),
+            http_request_duration_seconds: Family::new_with_constructor(delay_histogram),
+            replication_delay_seconds: delay_histogram(),
+            group_commit_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            overload_rejections: Counter::default(),
+            registry: Arc::default(),
+        };
+        let r = registry.sub_registry_with_prefix("hearsay");
+        r.register(
+            "revision",
+            "Deltas known (version vector sum)",
+            m.revision.clone(),
+        );
+        r.register(
+            "heartbeat_timestamp_seconds",
+            "Unix time of the node's last heartbeat",
+            m.heartbeat_timestamp_seconds.clone(),
+        );
+        r.register(
+            "connected_peers",
+            "Peers with an open connection",
+            m.connected_peers.clone(),
+        );
+        r.register(
+            "deltas_applied",
+            "Deltas accepted, by source",
+            m.deltas_applied.clone(),
+        );
+        r.register(
+            "deltas_rejected",
+            "Deltas refused, by reason and source",
+            m.deltas_rejected.clone(),
+        );
+        r.register(
+            "deltas_duplicate",
+            "Deltas received that were already held",
+            m.deltas_duplicate.clone(),
+        );
+        r.register(
+            "sync_rounds",
+            "Anti-entropy requests sent",
+            m.sync_rounds.clone(),
+        );
+        r.register(
+            "sync_deltas_served",
+            "Deltas sent in anti-entropy responses",
+            m.sync_deltas_served.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests, by route and status",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request duration, by route",
+            m.http_request_duration_seconds.clone(),
+        );
+        r.register(
+            "replication_delay_seconds",
+            "Origin write to local apply, for remote deltas",
+            m.replication_delay_seconds.clone(),
+        );
+        r.register(
+            "group_commit_size",
+            "Writes made durable per flush",
+            m.group_commit_size.clone(),
+        );
+        r.register(
+            "overload_rejections",
+            "Requests refused with 503",
+            m.overload_rejections.clone(),
+        );
+        let (lat, lon) = geo.map_or((String::new(), String::new()), |g| {
+            (g.lat.to_string(), g.lon.to_string())
+        });
+        r.register(
+            "geolocation",
+            "Where this node runs",
+            Info::new(GeoLabels {
+                region: region.to_owned(),
+                lat,
+                lon,
+            }),
+        );
+        *m.registry.lock().expect("fresh mutex") = registry;
+        m
+    }
+
+    /// The registry, for libp2p's metrics to register into at start-up.
+    pub fn with_registry<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        f(&mut self.registry.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String");
+        out
+    }
+
+    pub fn reject(&self, kind: &'static str, source: Source) {
+        self.deltas_rejected
+            .get_or_create(&RejectLabels { kind, source })
+            .inc();
+    }
+
+    /// Rejections by reason, summed over sources (for `/stats`).
+    pub fn rejections(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for kind in [
+            "bad_signature",
+            "malformed",
+            "oversized",
+            "seq_gap",
+            "unknown_doc_kind",
+            "invalid_operation",
+            "automerge",
+        ] {
+            let n: u64 = [Source::Local, Source::Gossip, Source::Sync]
+                .into_iter()
+                .map(|source| {
+                    self.deltas_rejected
+                        .get_or_create(&RejectLabels { kind, source })
+                        .get()
+                })
+                .sum();
+            if n > 0 {
+                out.insert(kind, n);
+            }
+        }
+        out
+    }
+}

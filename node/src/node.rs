@@ -1,0 +1,225 @@
+//! Wiring: key, store, core thread, network actor and HTTP server, and their
+//! orderly shutdown.
+//!
+//! Shutdown order: stop the HTTP server (no new writes) and the network, then
+//! drop the last command sender so the core drains its queue, checkpoints the
+//! documents and flushes, and only then return.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hearsay_crdt::Keypair;
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{self, ApiState, NodeInfo};
+use crate::config::Settings;
+use crate::core::{COMMAND_QUEUE, Command, Core, CoreError};
+use crate::metrics::Metrics;
+use crate::net::{self, Announce, NetParts};
+
+/// File name of the node key inside the data directory.
+pub const KEY_FILE: &str = "node.key";
+/// File the node writes once listening: peer id, addresses, HTTP address.
+pub const ANNOUNCE_FILE: &str = "node.json";
+const CORE_EVENTS: usize = 1024;
+const TICK: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data directory {path}: {why}")]
+    DataDir { path: String, why: String },
+    #[error(transparent)]
+    Key(#[from] hearsay_crdt::Error),
+    #[error("opening the store: {0}")]
+    Store(#[from] CoreError),
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+    #[error("HTTP on {addr}: {why}")]
+    Http { addr: String, why: String },
+}
+
+/// Creates the data directory and the node key if needed; returns the key.
+pub fn init(data_dir: &Path) -> Result<Keypair, NodeError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| NodeError::DataDir {
+        path: data_dir.display().to_string(),
+        why: e.to_string(),
+    })?;
+    Ok(Keypair::load_or_generate(&data_dir.join(KEY_FILE))?)
+}
+
+/// The libp2p identity of a node key (the same ed25519 key).
+pub fn libp2p_identity(key: &Keypair) -> libp2p::identity::Keypair {
+    libp2p::identity::Keypair::ed25519_from_bytes(key.secret()).expect("32-byte ed25519 secret")
+}
+
+/// Runs a node until `shutdown` completes.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let key = init(&settings.data_dir)?;
+    let identity = libp2p_identity(&key);
+    let peer_id = identity.public().to_peer_id();
+    let announce_path = settings.data_dir.join(ANNOUNCE_FILE);
+    let _ = std::fs::remove_file(&announce_path);
+    tracing::info!(%peer_id, region = %settings.region, data_dir = %settings.data_dir.display(), "starting");
+
+    let metrics = Metrics::new(&settings.region, settings.geo);
+    let core = {
+        let (dir, metrics) = (settings.data_dir.join("db"), metrics.clone());
+        let (cache, every) = (settings.cache_docs, settings.checkpoint_interval);
+        tokio::task::spawn_blocking(move || Core::open(&dir, key, cache, every, metrics))
+            .await
+            .expect("store open task")?
+    };
+    let store = core.store();
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (event_tx, event_rx) = mpsc::channel(CORE_EVENTS);
+    let (core_status_tx, core_status) = watch::channel(core.status());
+    let core_thread = std::thread::Builder::new()
+        .name("hearsay-core".into())
+        .spawn(move || core.run(command_rx, event_tx, core_status_tx))
+        .expect("spawn core thread");
+
+    let listener = tokio::net::TcpListener::bind(settings.http)
+        .await
+        .map_err(|e| NodeError::Http {
+            addr: settings.http.to_string(),
+            why: e.to_string(),
+        })?;
+    let http_addr = listener.local_addr().map_err(|e| NodeError::Http {
+        addr: settings.http.to_string(),
+        why: e.to_string(),
+    })?;
+    tracing::info!(http = %http_addr, "HTTP API listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (net_status_tx, net_status) = watch::channel(net::NetStatus::default());
+    let swarm = net::build_swarm(identity, settings.max_connections)?;
+    let net_task = tokio::spawn(net::run(
+        NetParts {
+            swarm,
+            join: settings.join.clone(),
+            listen: settings.listen.clone(),
+            sync_interval: settings.sync_interval,
+            target_peers: settings.target_peers,
+            core: command_tx.clone(),
+            core_events: event_rx,
+            core_status: core_status.clone(),
+            store,
+            metrics: metrics.clone(),
+            status: net_status_tx,
+            announce: Announce {
+                path: announce_path.clone(),
+                http: http_addr.to_string(),
+                region: settings.region.clone(),
+            },
+        },
+        stop_rx.clone(),
+    ));
+
+    let ticker = {
+        let (core, metrics, mut stop) = (command_tx.clone(), metrics.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = tick.tick() => {
+                        metrics.heartbeat_timestamp_seconds.set(crate::core::now_ms() as f64 / 1000.0);
+                        let _ = core.try_send(Command::Tick);
+                    }
+                }
+            }
+        })
+    };
+
+    let state = ApiState {
+        core: command_tx,
+        core_status,
+        net_status,
+        metrics,
+        info: Arc::new(NodeInfo {
+            peer_id: peer_id.to_string(),
+            region: settings.region.clone(),
+            geo: settings.geo,
+            started: Instant::now(),
+        }),
+    };
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .into_future(),
+    );
+
+    // Run until asked to stop, or until the network fails.
+    let mut net_task = net_task;
+    let net_result = tokio::select! {
+        () = shutdown => None,
+        r = &mut net_task => Some(r),
+    };
+    tracing::info!("shutting down: no new writes, flushing");
+    let _ = stop_tx.send(true);
+    let net_result = match net_result {
+        Some(r) => r,
+        None => net_task.await,
+    };
+    let _ = http.await;
+    let _ = ticker.await;
+    // Every command sender is gone now: the core drains, checkpoints, flushes.
+    let _ = tokio::task::spawn_blocking(move || core_thread.join()).await;
+    let _ = std::fs::remove_file(&announce_path);
+    tracing::info!("stopped");
+    net_result.expect("network task")?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// The contents of `node.json`, for scripts, the demo and tests.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Announcement {
+    pub peer_id: String,
+    /// Full multiaddrs ending in `/p2p/<peer id>`.
+    pub listen_addrs: Vec<String>,
+    /// `host:port` of the HTTP API.
+    pub http: String,
+    pub region: String,
+}
+
+impl Announcement {
+    /// Reads `DIR/node.json`, if the node has written it.
+    pub fn read(data_dir: &Path) -> Option<Self> {
+        let bytes = std::fs::read(data_dir.join(ANNOUNCE_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The first listen address on `transport` ("tcp" or "quic-v1").
+    pub fn addr(&self, transport: &str) -> Option<&str> {
+        self.listen_addrs
+            .iter()
+            .map(String::as_str)
+            .find(|a| a.contains(&format!("/{transport}")))
+    }
+
+    /// The HTTP base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+}
