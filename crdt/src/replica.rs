@@ -327,93 +327,119 @@ impl<S: DocStore> Replica<S> {
 
     /// Verifies, orders and applies remote deltas.
     pub fn receive(&mut self, deltas: impl IntoIterator<Item = Delta>) -> ReceiveOutcome {
-        self.ingest(deltas, true)
+        self.receive_groups(vec![deltas.into_iter().collect()])
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// [`Replica::receive`] for several independent groups of deltas (the
+    /// messages of many peers that queued together), with one outcome per
+    /// group but one automerge batch per document for all of them.
+    pub fn receive_groups(&mut self, groups: Vec<Vec<Delta>>) -> Vec<ReceiveOutcome> {
+        self.ingest(groups, true)
     }
 
     /// Applies deltas read back from this node's own log (verified when they
     /// were first accepted), e.g. after a restart.
     pub fn replay(&mut self, deltas: impl IntoIterator<Item = Delta>) -> ReceiveOutcome {
-        self.ingest(deltas, false)
+        self.ingest(vec![deltas.into_iter().collect()], false)
+            .pop()
+            .unwrap_or_default()
     }
 
-    fn ingest(&mut self, deltas: impl IntoIterator<Item = Delta>, verify: bool) -> ReceiveOutcome {
-        let mut out = ReceiveOutcome::default();
+    fn ingest(&mut self, groups: Vec<Vec<Delta>>, verify: bool) -> Vec<ReceiveOutcome> {
+        let mut outs = Vec::with_capacity(groups.len());
+        let mut spans = Vec::with_capacity(groups.len());
+        let mut parked_by_group = Vec::with_capacity(groups.len());
         let mut ready: Vec<(Delta, Change)> = Vec::new();
-        let mut parked: Vec<(NodeId, u64)> = Vec::new();
-        for delta in deltas {
-            let have = self.vv.get(&delta.origin);
-            let in_buffer = self
-                .buffer
-                .get(&delta.origin)
-                .is_some_and(|b| b.contains_key(&delta.seq));
-            if delta.seq <= have || in_buffer {
-                out.duplicates += 1;
-                continue;
-            }
-            if delta.seq - have > self.config.max_seq_ahead
-                || (delta.seq > have + 1 && self.buffered >= self.config.max_buffered)
-            {
-                out.rejected.push(Error::SeqGap {
-                    origin: delta.origin,
-                    have,
-                    got: delta.seq,
-                    bound: self.config.max_seq_ahead,
-                });
-                continue;
-            }
-            if verify && let Err(e) = delta.verify() {
-                out.rejected.push(e);
-                continue;
-            }
-            let change = match Change::from_bytes(delta.change.clone()) {
-                Ok(c) if checksum_matches(&c) => c,
-                Ok(_) => {
-                    out.rejected.push(Error::malformed(
-                        "automerge change",
-                        "checksum does not match the change's contents",
-                    ));
+        for group in groups {
+            let mut out = ReceiveOutcome::default();
+            let mut parked: Vec<(NodeId, u64)> = Vec::new();
+            let start = ready.len();
+            for delta in group {
+                let have = self.vv.get(&delta.origin);
+                let in_buffer = self
+                    .buffer
+                    .get(&delta.origin)
+                    .is_some_and(|b| b.contains_key(&delta.seq));
+                if delta.seq <= have || in_buffer {
+                    out.duplicates += 1;
                     continue;
                 }
-                Err(e) => {
-                    out.rejected
-                        .push(Error::malformed("automerge change", e.to_string()));
+                if delta.seq - have > self.config.max_seq_ahead
+                    || (delta.seq > have + 1 && self.buffered >= self.config.max_buffered)
+                {
+                    out.rejected.push(Error::SeqGap {
+                        origin: delta.origin,
+                        have,
+                        got: delta.seq,
+                        bound: self.config.max_seq_ahead,
+                    });
                     continue;
                 }
-            };
-            if delta.seq > have + 1 {
-                parked.push((delta.origin, delta.seq));
-                self.buffer
-                    .entry(delta.origin)
-                    .or_default()
-                    .insert(delta.seq, (delta, change));
-                self.buffered += 1;
-                continue;
-            }
-            let origin = delta.origin;
-            self.vv.set(origin, delta.seq);
-            ready.push((delta, change));
-            // Release what the buffer holds right behind it.
-            if let Some(waiting) = self.buffer.get_mut(&origin) {
-                while let Some(entry) = waiting.first_entry() {
-                    if *entry.key() != self.vv.get(&origin) + 1 {
-                        break;
+                if verify && let Err(e) = delta.verify() {
+                    out.rejected.push(e);
+                    continue;
+                }
+                let change = match Change::from_bytes(delta.change.clone()) {
+                    Ok(c) if checksum_matches(&c) => c,
+                    Ok(_) => {
+                        out.rejected.push(Error::malformed(
+                            "automerge change",
+                            "checksum does not match the change's contents",
+                        ));
+                        continue;
                     }
-                    let (d, c) = entry.remove();
-                    self.buffered -= 1;
-                    self.vv.set(origin, d.seq);
-                    ready.push((d, c));
+                    Err(e) => {
+                        out.rejected
+                            .push(Error::malformed("automerge change", e.to_string()));
+                        continue;
+                    }
+                };
+                if delta.seq > have + 1 {
+                    parked.push((delta.origin, delta.seq));
+                    self.buffer
+                        .entry(delta.origin)
+                        .or_default()
+                        .insert(delta.seq, (delta, change));
+                    self.buffered += 1;
+                    continue;
                 }
-                if waiting.is_empty() {
-                    self.buffer.remove(&origin);
+                let origin = delta.origin;
+                self.vv.set(origin, delta.seq);
+                ready.push((delta, change));
+                // Release what the buffer holds right behind it.
+                if let Some(waiting) = self.buffer.get_mut(&origin) {
+                    while let Some(entry) = waiting.first_entry() {
+                        if *entry.key() != self.vv.get(&origin) + 1 {
+                            break;
+                        }
+                        let (d, c) = entry.remove();
+                        self.buffered -= 1;
+                        self.vv.set(origin, d.seq);
+                        ready.push((d, c));
+                    }
+                    if waiting.is_empty() {
+                        self.buffer.remove(&origin);
+                    }
                 }
             }
+            spans.push(start..ready.len());
+            parked_by_group.push(parked);
+            outs.push(out);
         }
-        out.buffered = parked.iter().filter(|(o, s)| *s > self.vv.get(o)).count();
-        if let Err(e) = self.apply(&ready) {
+        let applied = self.apply(&ready);
+        let mut ready = ready.into_iter().map(|(d, _)| d);
+        for ((out, span), parked) in outs.iter_mut().zip(spans).zip(parked_by_group) {
+            out.buffered = parked.iter().filter(|(o, s)| *s > self.vv.get(o)).count();
+            out.accepted = ready.by_ref().take(span.len()).collect();
+        }
+        if let Err(e) = applied
+            && let Some(out) = outs.iter_mut().find(|o| !o.accepted.is_empty())
+        {
             out.rejected.push(e);
         }
-        out.accepted = ready.into_iter().map(|(d, _)| d).collect();
-        out
+        outs
     }
 
     /// Applies accepted deltas, one automerge batch per document.

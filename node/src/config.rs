@@ -126,7 +126,8 @@ impl Config {
     }
 
     /// Applies `HEARSAY_LISTEN`, `HEARSAY_HTTP`, `HEARSAY_REGION`,
-    /// `HEARSAY_GEO` and `HEARSAY_JOIN` (lists comma-separated).
+    /// `HEARSAY_GEO`, `HEARSAY_JOIN` (lists comma-separated) and
+    /// `HEARSAY_TARGET_PEERS`.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
         let list = |s: String| {
             s.split(',')
@@ -149,6 +150,9 @@ impl Config {
         }
         if let Some(v) = env("HEARSAY_JOIN") {
             self.join = list(v);
+        }
+        if let Some(v) = env("HEARSAY_TARGET_PEERS").and_then(|v| v.parse().ok()) {
+            self.target_peers = v;
         }
     }
 

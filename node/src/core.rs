@@ -271,6 +271,7 @@ impl Core {
     fn run_batch(&mut self, batch: Vec<Command>, events: &mpsc::Sender<CoreEvent>) {
         let mut acks: Vec<(Reply<Post>, Result<Post, CoreError>)> = Vec::new();
         let mut outgoing: Vec<Delta> = Vec::new();
+        let mut remote = Vec::new();
         let mut dirty = false;
         let mut gap = false;
         for command in batch {
@@ -314,12 +315,7 @@ impl Core {
                     deltas,
                     source,
                     reply,
-                } => {
-                    let verdict = self.remote(deltas, source);
-                    dirty |= verdict.accepted > 0;
-                    gap |= verdict.buffered > 0 || verdict.rejected.contains(&"seq_gap");
-                    let _ = reply.send(verdict);
-                }
+                } => remote.push((deltas, source, reply)),
                 Command::Tick => {
                     if self.last_checkpoint.elapsed() >= self.checkpoint_interval {
                         if let Err(e) = self.checkpoint() {
@@ -328,6 +324,12 @@ impl Core {
                         dirty = true;
                     }
                 }
+            }
+        }
+        if !remote.is_empty() {
+            for verdict in self.remote(remote) {
+                dirty |= verdict.accepted > 0;
+                gap |= verdict.buffered > 0 || verdict.rejected.contains(&"seq_gap");
             }
         }
         if !outgoing.is_empty() || dirty {
@@ -414,45 +416,56 @@ impl Core {
         Ok(Some(PostWithPrev { post, prev }))
     }
 
-    fn remote(&mut self, deltas: Vec<Delta>, source: Source) -> Verdict {
-        let outcome = self.replica.receive(deltas);
-        let mut verdict = Verdict {
-            accepted: outcome.accepted.len(),
-            buffered: outcome.buffered,
-            duplicates: outcome.duplicates,
-            rejected: outcome.rejected.iter().map(|e| e.kind()).collect(),
-        };
-        for e in &outcome.rejected {
-            tracing::debug!(error = %e, ?source, "delta rejected");
-            self.metrics.reject(e.kind(), source);
-        }
-        self.metrics
-            .deltas_duplicate
-            .inc_by(outcome.duplicates as u64);
-        if outcome.accepted.is_empty() {
-            return verdict;
-        }
-        self.metrics
-            .deltas_applied
-            .get_or_create(&SourceLabels { source })
-            .inc_by(outcome.accepted.len() as u64);
+    /// Receives the remote deltas of a whole batch at once (one automerge
+    /// batch per document), answers each sender with its verdict, and
+    /// appends what was accepted to the log.
+    fn remote(
+        &mut self,
+        messages: Vec<(Vec<Delta>, Source, oneshot::Sender<Verdict>)>,
+    ) -> Vec<Verdict> {
+        let (groups, senders): (Vec<_>, Vec<_>) =
+            messages.into_iter().map(|(d, s, r)| (d, (s, r))).unzip();
+        let outcomes = self.replica.receive_groups(groups);
         let now = now_ms();
-        for d in &outcome.accepted {
-            let delay = now.saturating_sub(d.origin_time_ms);
-            self.metrics
-                .replication_delay_seconds
-                .observe(delay as f64 / 1000.0);
-            if self.delays.len() == RECENT_DELAYS {
-                self.delays.pop_front();
+        let mut accepted = Vec::new();
+        let mut verdicts = Vec::with_capacity(outcomes.len());
+        for (outcome, (source, reply)) in outcomes.into_iter().zip(senders) {
+            let verdict = Verdict {
+                accepted: outcome.accepted.len(),
+                buffered: outcome.buffered,
+                duplicates: outcome.duplicates,
+                rejected: outcome.rejected.iter().map(|e| e.kind()).collect(),
+            };
+            for e in &outcome.rejected {
+                tracing::debug!(error = %e, ?source, "delta rejected");
+                self.metrics.reject(e.kind(), source);
             }
-            self.delays.push_back(delay);
+            self.metrics
+                .deltas_duplicate
+                .inc_by(outcome.duplicates as u64);
+            self.metrics
+                .deltas_applied
+                .get_or_create(&SourceLabels { source })
+                .inc_by(verdict.accepted as u64);
+            for d in &outcome.accepted {
+                let delay = now.saturating_sub(d.origin_time_ms);
+                self.metrics
+                    .replication_delay_seconds
+                    .observe(delay as f64 / 1000.0);
+                if self.delays.len() == RECENT_DELAYS {
+                    self.delays.pop_front();
+                }
+                self.delays.push_back(delay);
+            }
+            accepted.extend(outcome.accepted);
+            // Relays forward on this verdict without waiting for the flush.
+            let _ = reply.send(verdict.clone());
+            verdicts.push(verdict);
         }
-        if let Err(e) = self.store.append(&outcome.accepted) {
-            let e = CoreError::from(e);
-            self.fail(&e);
-            verdict.accepted = 0;
+        if let Err(e) = self.store.append(&accepted) {
+            self.fail(&e.into());
         }
-        verdict
+        verdicts
     }
 
     fn checkpoint(&mut self) -> Result<(), CoreError> {

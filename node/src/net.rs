@@ -432,7 +432,7 @@ impl<S: Store> Net<S> {
                 verdict,
             } => {
                 self.syncing.remove(&peer);
-                if more && verdict.is_some_and(|v| v.accepted > 0) {
+                if more && verdict.is_some_and(|v| v.accepted + v.duplicates > 0) {
                     self.start_sync(Some(peer));
                 }
             }

@@ -1,0 +1,356 @@
+//! Benchmarks of running nodes (real processes, loopback, sled on disk).
+//!
+//! ```text
+//! cargo build --release -p hearsay-cli
+//! cargo run --release --example bench -- replication [--rate 50] [--secs 20]
+//! cargo run --release --example bench -- writes [--secs 10] [--clients 1,16,64]
+//! ```
+//!
+//! `replication`: a chain A–B–C (B joins A, C joins B, one peer each so the
+//! chain stays a chain). A client posts at A at a steady rate; pollers read
+//! the newest posts at B and at C every millisecond and note when each id is
+//! first seen. Reports the delay from A's acknowledgement of the POST to
+//! first sight at B (one hop, the baseline) and at C (two hops), as median,
+//! p90, p99 and max, plus each node's own measurement (origin clock to apply;
+//! all nodes share this machine's clock).
+//!
+//! `writes`: one node; N concurrent clients POST for a fixed time; reports
+//! acknowledged writes per second and the latency distribution, per N.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hearsay_node::node::Announcement;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+struct Proc {
+    child: std::process::Child,
+    announce: Announcement,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/examples/bench -> target/<profile>/hearsay
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("exe path")?
+        .join("hearsay");
+    if !bin.exists() {
+        bail!(
+            "{} not found: run `cargo build --release -p hearsay-cli` first",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn start(dir: &Path, region: &str, join: Option<&str>) -> anyhow::Result<Proc> {
+    let data = dir.join(region);
+    std::fs::create_dir_all(&data)?;
+    let mut cmd = std::process::Command::new(binary()?);
+    cmd.args([
+        "node",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--http",
+        "127.0.0.1:0",
+        "--region",
+        region,
+    ])
+    .arg("--data-dir")
+    .arg(&data)
+    .env("HEARSAY_TARGET_PEERS", "1")
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(data.join("node.log"))?);
+    if let Some(j) = join {
+        cmd.args(["--join", j]);
+    }
+    let mut child = cmd.spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(a) = Announcement::read(&data).filter(|a| a.addr("tcp").is_some()) {
+            return Ok(Proc { child, announce: a });
+        }
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            bail!(
+                "node {region} did not start; see {}",
+                data.join("node.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+async fn body(r: reqwest::Response) -> anyhow::Result<Value> {
+    let v: Value = r.json().await?;
+    if v["status"] != "OK" {
+        bail!("error answer: {v}");
+    }
+    Ok(v["body"].clone())
+}
+
+fn summary(name: &str, mut xs: Vec<f64>) -> String {
+    if xs.is_empty() {
+        return format!("{name}: no samples");
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| xs[((xs.len() - 1) as f64 * p).round() as usize];
+    format!(
+        "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        xs.len(),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        xs[xs.len() - 1]
+    )
+}
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.into())
+}
+
+async fn wait_peers(client: &reqwest::Client, urls: &[String]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut ok = true;
+        for u in urls {
+            let stats = body(client.get(format!("{u}/api/v0/stats")).send().await?).await?;
+            ok &= stats["peers"].as_u64().unwrap_or(0) >= 1;
+        }
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("mesh did not connect");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn replication(args: &[String]) -> anyhow::Result<()> {
+    let rate: f64 = arg(args, "--rate", "50").parse()?;
+    let secs: f64 = arg(args, "--secs", "20").parse()?;
+    let dir = tempfile::tempdir()?;
+    let a = start(dir.path(), "a", None)?;
+    let b = start(dir.path(), "b", a.announce.addr("tcp"))?;
+    let c = start(dir.path(), "c", b.announce.addr("tcp"))?;
+    let urls: Vec<String> = [&a, &b, &c].iter().map(|p| p.announce.url()).collect();
+    let client = http();
+    wait_peers(&client, &urls).await?;
+    let peers_a = body(
+        client
+            .get(format!("{}/api/v0/stats", urls[0]))
+            .send()
+            .await?,
+    )
+    .await?["peers"]
+        .clone();
+    eprintln!("chain up (A has {peers_a} peer(s)); posting at {rate}/s for {secs} s");
+
+    // id -> (sent, acked) at A; id -> first seen at B / C.
+    let sent: Arc<Mutex<HashMap<String, (Instant, Instant)>>> = Arc::default();
+    let seen: [Arc<Mutex<HashMap<String, Instant>>>; 2] = [Arc::default(), Arc::default()];
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut pollers = Vec::new();
+    for (i, url) in urls[1..].iter().enumerate() {
+        let (client, url, seen, stop) =
+            (client.clone(), url.clone(), seen[i].clone(), stop.clone());
+        pollers.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(r) = client.get(format!("{url}/api/v0/p?limit=8")).send().await
+                    && let Ok(v) = body(r).await
+                {
+                    let now = Instant::now();
+                    let mut seen = seen.lock().await;
+                    for p in v.as_array().into_iter().flatten() {
+                        if let Some(id) = p["id"].as_str() {
+                            seen.entry(id.to_owned()).or_insert(now);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }));
+    }
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut tick = tokio::time::interval(interval);
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut n = 0;
+    while Instant::now() < end {
+        tick.tick().await;
+        n += 1;
+        let t0 = Instant::now();
+        let post = body(
+            client
+                .post(format!("{}/api/v0/p", urls[0]))
+                .json(&json!({"author": "bench", "body": format!("m{n}")}))
+                .send()
+                .await?,
+        )
+        .await?;
+        let acked = Instant::now();
+        sent.lock()
+            .await
+            .insert(post["id"].as_str().context("id")?.to_owned(), (t0, acked));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in pollers {
+        p.await?;
+    }
+    let sent = sent.lock().await;
+    let mut ack = Vec::new();
+    let mut hop: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut missing = [0usize; 2];
+    for (id, (t0, acked)) in sent.iter() {
+        ack.push((*acked - *t0).as_secs_f64() * 1e3);
+        for i in 0..2 {
+            match seen[i].lock().await.get(id) {
+                Some(t) => hop[i].push(t.saturating_duration_since(*acked).as_secs_f64() * 1e3),
+                None => missing[i] += 1,
+            }
+        }
+    }
+    println!(
+        "writes: {} at {rate}/s; not seen within 2 s of the end: B {}, C {}",
+        sent.len(),
+        missing[0],
+        missing[1]
+    );
+    println!("| measure (ms) | n | median | p90 | p99 | max |");
+    println!("|---|---|---|---|---|---|");
+    println!("{}", summary("POST acknowledged at A", ack));
+    println!(
+        "{}",
+        summary("ack at A -> visible at B (1 hop, baseline)", hop[0].clone())
+    );
+    println!(
+        "{}",
+        summary("ack at A -> visible at C (2 hops)", hop[1].clone())
+    );
+    for (name, url) in [("B", &urls[1]), ("C", &urls[2])] {
+        let s = body(client.get(format!("{url}/api/v0/stats")).send().await?).await?;
+        println!(
+            "node {name} own replication delay (origin clock to apply, last 2048): {}",
+            s["replication_delay_ms"]
+        );
+    }
+    Ok(())
+}
+
+async fn writes(args: &[String]) -> anyhow::Result<()> {
+    let secs: f64 = arg(args, "--secs", "10").parse()?;
+    let clients: Vec<usize> = arg(args, "--clients", "1,16,64")
+        .split(',')
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
+    println!(
+        "| concurrent clients | acknowledged writes/s | median ms | p90 ms | p99 ms | max ms | writes per flush (mean) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for n in clients {
+        let dir = tempfile::tempdir()?;
+        let node = start(dir.path(), "w", None)?;
+        let url = node.announce.url();
+        let client = http();
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..n {
+            let (client, url) = (client.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut i = 0;
+                while Instant::now() < end {
+                    i += 1;
+                    let t0 = Instant::now();
+                    let r = client
+                        .post(format!("{url}/api/v0/p"))
+                        .json(&json!({"body": format!("c{c} m{i}")}))
+                        .send()
+                        .await;
+                    if let Ok(r) = r
+                        && r.status().is_success()
+                    {
+                        lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+                lat
+            }));
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await?);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let metrics = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let metric = |name: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        let per_flush = match (
+            metric("hearsay_group_commit_size_sum"),
+            metric("hearsay_group_commit_size_count"),
+        ) {
+            (Some(s), Some(c)) if c > 0.0 => format!("{:.1}", s / c),
+            _ => "-".into(),
+        };
+        let count = lat.len();
+        let row = summary("", lat);
+        let cols: Vec<&str> = row.split('|').map(str::trim).collect();
+        println!(
+            "| {n} | {:.0} | {} | {} | {} | {} | {per_flush} |",
+            count as f64 / elapsed,
+            cols[3],
+            cols[4],
+            cols[5],
+            cols[6]
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("replication") => replication(&args).await,
+        Some("writes") => writes(&args).await,
+        _ => bail!(
+            "usage: bench replication [--rate N] [--secs S] | bench writes [--secs S] [--clients 1,16,64]"
+        ),
+    }
+}
