@@ -125,6 +125,13 @@ pub fn router(state: ApiState) -> Router {
                 message: "no such route".into(),
             }
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                message: "method not allowed on this route".into(),
+            }
+        })
+        .layer(middleware::from_fn(envelope_errors))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(state)
@@ -157,6 +164,33 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
         .get_or_create(&RouteOnly { route })
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Wraps the plain-text refusals of axum's extractors (body too large,
+/// malformed query string, ...) in the JSON error envelope.
+async fn envelope_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_owned();
+    let message = if message.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned()
+    } else {
+        message
+    };
+    ApiError { status, message }.into_response()
 }
 
 /// Sends a command to the core and awaits the answer.

@@ -234,7 +234,8 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
-        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+        type Breaker = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(&str, Breaker)> = vec![
             ("listen", Box::new(|c| c.listen = vec!["nope".into()])),
             ("http", Box::new(|c| c.http = "localhost".into())),
             ("region", Box::new(|c| c.region = "a b".into())),

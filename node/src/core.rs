@@ -33,6 +33,7 @@ const MAX_BATCH: usize = 512;
 const REPLAY_PAGE: PageLimit = PageLimit {
     max_deltas: 4096,
     max_bytes: 16 << 20,
+    up_to: u64::MAX,
 };
 /// Replication delays kept for the p50/p99 in `/stats`.
 const RECENT_DELAYS: usize = 2048;
@@ -151,6 +152,7 @@ pub struct Core {
     store: SledStore,
     metrics: Metrics,
     delays: VecDeque<u64>,
+    delay_percentiles: (Option<u64>, Option<u64>),
     failed: Option<String>,
     checkpoint_interval: Duration,
     last_checkpoint: Instant,
@@ -222,6 +224,7 @@ impl Core {
             store,
             metrics,
             delays: VecDeque::with_capacity(RECENT_DELAYS),
+            delay_percentiles: (None, None),
             failed: None,
             checkpoint_interval,
             last_checkpoint: Instant::now(),
@@ -233,13 +236,13 @@ impl Core {
         self.store.clone()
     }
 
+    /// The state to publish; the delay percentiles are refreshed on `Tick`.
     pub fn status(&self) -> CoreStatus {
-        let (p50, p99) = percentiles(&self.delays);
         CoreStatus {
             version_vector: self.replica.version_vector().clone(),
             buffered: self.replica.buffered(),
-            delay_p50_ms: p50,
-            delay_p99_ms: p99,
+            delay_p50_ms: self.delay_percentiles.0,
+            delay_p99_ms: self.delay_percentiles.1,
             failed: self.failed.clone(),
         }
     }
@@ -259,8 +262,7 @@ impl Core {
                     Err(_) => break,
                 }
             }
-            self.run_batch(batch, &events);
-            status.send_replace(self.status());
+            self.run_batch(batch, &events, &status);
         }
         if let Err(e) = self.checkpoint().and_then(|()| Ok(self.store.flush()?)) {
             tracing::error!(error = %e, "final checkpoint");
@@ -268,7 +270,12 @@ impl Core {
         tracing::info!("core stopped");
     }
 
-    fn run_batch(&mut self, batch: Vec<Command>, events: &mpsc::Sender<CoreEvent>) {
+    fn run_batch(
+        &mut self,
+        batch: Vec<Command>,
+        events: &mpsc::Sender<CoreEvent>,
+        status: &watch::Sender<CoreStatus>,
+    ) {
         let mut acks: Vec<(Reply<Post>, Result<Post, CoreError>)> = Vec::new();
         let mut outgoing: Vec<Delta> = Vec::new();
         let mut remote = Vec::new();
@@ -317,6 +324,7 @@ impl Core {
                     reply,
                 } => remote.push((deltas, source, reply)),
                 Command::Tick => {
+                    self.delay_percentiles = percentiles(&self.delays);
                     if self.last_checkpoint.elapsed() >= self.checkpoint_interval {
                         if let Err(e) = self.checkpoint() {
                             self.fail(&e);
@@ -342,6 +350,11 @@ impl Core {
             }
             self.metrics.group_commit_size.observe(acks.len() as f64);
         }
+        // Publish the new version vector before acknowledging, so a client
+        // that reads `/stats` after its 200 sees its own write (the vector is
+        // the read-your-writes token), and anti-entropy, which serves up to
+        // this vector, never serves a local delta before it is durable.
+        status.send_replace(self.status());
         for (reply, result) in acks {
             let _ = reply.send(result);
         }

@@ -348,6 +348,8 @@ fn serve_sync<S: Store>(
         let limit = PageLimit {
             max_deltas: SYNC_PAGE_DELTAS - deltas.len(),
             max_bytes: SYNC_PAGE_BYTES - bytes,
+            // Our own deltas above the published vector may not be durable yet.
+            up_to: *range.end(),
         };
         let page = store
             .deltas_after(&origin, range.start() - 1, limit)
@@ -383,7 +385,7 @@ impl<S: Store> Net<S> {
     }
 
     /// Hands remote deltas to the core without waiting; `None` when it is full.
-    fn to_core(
+    fn send_to_core(
         &mut self,
         deltas: Vec<Delta>,
         source: Source,
@@ -659,7 +661,7 @@ impl<S: Store> Net<S> {
                 return;
             }
         };
-        match self.to_core(vec![delta], Source::Gossip) {
+        match self.send_to_core(vec![delta], Source::Gossip) {
             Some(rx) => self.pending.push(
                 async move {
                     Pending::Validated {
@@ -688,7 +690,7 @@ impl<S: Store> Net<S> {
                 Err(e) => self.metrics.reject(e.kind(), Source::Sync),
             }
         }
-        match self.to_core(deltas, Source::Sync) {
+        match self.send_to_core(deltas, Source::Sync) {
             Some(rx) => self.pending.push(
                 async move {
                     Pending::Synced {

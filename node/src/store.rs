@@ -40,13 +40,16 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct PageLimit {
     pub max_deltas: usize,
     pub max_bytes: usize,
+    /// Highest seq to include (e.g. the durable version vector's entry).
+    pub up_to: u64,
 }
 
 /// The node's storage engine.
 pub trait Store: Clone + Send + Sync + 'static {
     /// Appends deltas to the log (not yet durable).
     fn append(&self, deltas: &[Delta]) -> StoreResult<()>;
-    /// Encoded deltas of `origin` with seq > `after`, in seq order, within `limit`.
+    /// Encoded deltas of `origin` with `after < seq <= limit.up_to`, in seq
+    /// order, within `limit` (a non-empty page holds at least one delta).
     fn deltas_after(
         &self,
         origin: &NodeId,
@@ -133,10 +136,13 @@ impl Store for SledStore {
         after: u64,
         limit: PageLimit,
     ) -> StoreResult<Vec<Vec<u8>>> {
+        if limit.up_to <= after {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
         let mut bytes = 0;
         let start = log_key(origin, after.saturating_add(1));
-        let end = log_key(origin, u64::MAX);
+        let end = log_key(origin, limit.up_to);
         for item in self.log.range(start..=end) {
             let (_, v) = item?;
             if out.len() >= limit.max_deltas
@@ -238,12 +244,15 @@ impl Store for MemoryStore {
         after: u64,
         limit: PageLimit,
     ) -> StoreResult<Vec<Vec<u8>>> {
+        if limit.up_to <= after {
+            return Ok(Vec::new());
+        }
         Ok(self.with(|m| {
             let mut out = Vec::new();
             let mut bytes = 0;
             for (_, v) in m
                 .log
-                .range(log_key(origin, after.saturating_add(1))..=log_key(origin, u64::MAX))
+                .range(log_key(origin, after.saturating_add(1))..=log_key(origin, limit.up_to))
             {
                 if out.len() >= limit.max_deltas
                     || (bytes + v.len() > limit.max_bytes && !out.is_empty())
@@ -337,6 +346,7 @@ pub mod conformance {
     const ALL: PageLimit = PageLimit {
         max_deltas: usize::MAX,
         max_bytes: usize::MAX,
+        up_to: u64::MAX,
     };
 
     /// Runs every check against stores made by `open` (called with `true` for
@@ -369,6 +379,7 @@ pub mod conformance {
                 PageLimit {
                     max_deltas: 4,
                     max_bytes: usize::MAX,
+                    up_to: u64::MAX,
                 },
             )
             .unwrap();
@@ -381,6 +392,7 @@ pub mod conformance {
                 PageLimit {
                     max_deltas: 100,
                     max_bytes: one * 3,
+                    up_to: u64::MAX,
                 },
             )
             .unwrap();
@@ -392,11 +404,21 @@ pub mod conformance {
                 PageLimit {
                     max_deltas: 100,
                     max_bytes: 1,
+                    up_to: u64::MAX,
                 },
             )
             .unwrap();
         assert_eq!(page.len(), 1, "a page always makes progress");
         assert!(store.deltas_after(&b.id(), 3, ALL).unwrap().is_empty());
+        assert!(
+            store
+                .deltas_after(&a.id(), 9, PageLimit { up_to: 3, ..ALL })
+                .unwrap()
+                .is_empty()
+        );
+        let bounded = PageLimit { up_to: 7, ..ALL };
+        let upto7 = store.deltas_after(&a.id(), 5, bounded).unwrap();
+        assert_eq!(upto7, vec![da[5].encode(), da[6].encode()]);
         assert!(
             store
                 .deltas_after(&Keypair::from_secret([3; 32]).id(), 0, ALL)
