@@ -70,6 +70,37 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn flush(&self) -> StoreResult<()>;
 }
 
+impl PageLimit {
+    /// Takes values from `iter` until the page is full.
+    fn take<V: AsRef<[u8]>, E: Into<StoreError>>(
+        &self,
+        iter: impl Iterator<Item = Result<V, E>>,
+    ) -> StoreResult<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for value in iter {
+            let value = value.map_err(Into::into)?;
+            let v = value.as_ref();
+            if out.len() >= self.max_deltas || (bytes + v.len() > self.max_bytes && !out.is_empty())
+            {
+                break;
+            }
+            bytes += v.len();
+            out.push(v.to_vec());
+        }
+        Ok(out)
+    }
+}
+
+/// The log keys of `origin` in `after < seq <= limit.up_to`, if any.
+fn log_range(
+    origin: &NodeId,
+    after: u64,
+    limit: &PageLimit,
+) -> Option<std::ops::RangeInclusive<[u8; 40]>> {
+    (limit.up_to > after).then(|| log_key(origin, after + 1)..=log_key(origin, limit.up_to))
+}
+
 fn log_key(origin: &NodeId, seq: u64) -> [u8; 40] {
     let mut k = [0u8; 40];
     k[..32].copy_from_slice(origin.as_bytes());
@@ -136,24 +167,10 @@ impl Store for SledStore {
         after: u64,
         limit: PageLimit,
     ) -> StoreResult<Vec<Vec<u8>>> {
-        if limit.up_to <= after {
-            return Ok(Vec::new());
+        match log_range(origin, after, &limit) {
+            Some(range) => limit.take(self.log.range(range).values()),
+            None => Ok(Vec::new()),
         }
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        let start = log_key(origin, after.saturating_add(1));
-        let end = log_key(origin, limit.up_to);
-        for item in self.log.range(start..=end) {
-            let (_, v) = item?;
-            if out.len() >= limit.max_deltas
-                || (bytes + v.len() > limit.max_bytes && !out.is_empty())
-            {
-                break;
-            }
-            bytes += v.len();
-            out.push(v.to_vec());
-        }
-        Ok(out)
     }
 
     fn log_version_vector(&self) -> StoreResult<VersionVector> {
@@ -244,26 +261,16 @@ impl Store for MemoryStore {
         after: u64,
         limit: PageLimit,
     ) -> StoreResult<Vec<Vec<u8>>> {
-        if limit.up_to <= after {
+        let Some(range) = log_range(origin, after, &limit) else {
             return Ok(Vec::new());
-        }
-        Ok(self.with(|m| {
-            let mut out = Vec::new();
-            let mut bytes = 0;
-            for (_, v) in m
-                .log
-                .range(log_key(origin, after.saturating_add(1))..=log_key(origin, limit.up_to))
-            {
-                if out.len() >= limit.max_deltas
-                    || (bytes + v.len() > limit.max_bytes && !out.is_empty())
-                {
-                    break;
-                }
-                bytes += v.len();
-                out.push(v.clone());
-            }
-            out
-        }))
+        };
+        self.with(|m| {
+            limit.take(
+                m.log
+                    .range(range)
+                    .map(|(_, v)| Ok::<_, StoreError>(v.clone())),
+            )
+        })
     }
 
     fn log_version_vector(&self) -> StoreResult<VersionVector> {
