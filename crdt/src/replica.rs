@@ -78,6 +78,40 @@ impl ReceiveOutcome {
     }
 }
 
+/// Applies `changes` and reports, per hash in `lookups`, whether that change
+/// is now in the document (false: queued for missing dependencies). Fails on an automerge
+/// error or panic; the caller then restores the document from a copy, so no
+/// broken state survives the unwind. Looking each change up again is part of
+/// the guard: automerge 0.12 can accept a corrupted change and panic on the
+/// next read of its change graph.
+fn apply_guarded(
+    doc: &mut Automerge,
+    changes: Vec<Change>,
+    lookups: &[ChangeHash],
+) -> std::result::Result<Vec<bool>, String> {
+    let run = std::panic::AssertUnwindSafe(|| {
+        doc.apply_changes(changes)?;
+        Ok::<_, automerge::AutomergeError>(
+            lookups
+                .iter()
+                .map(|h| doc.get_change_by_hash(h).is_some())
+                .collect(),
+        )
+    });
+    match std::panic::catch_unwind(run) {
+        Ok(Ok(present)) => Ok(present),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(format!("automerge panicked applying it: {what}"))
+        }
+    }
+}
+
 /// One document change that automerge queued for missing dependencies.
 #[derive(Debug, Clone)]
 struct Held {
@@ -428,48 +462,103 @@ impl<S: DocStore> Replica<S> {
             parked_by_group.push(parked);
             outs.push(out);
         }
-        let applied = self.apply(&ready);
+        // A refused change stays accepted (its seq is taken: the origin
+        // signed it, and the log must stay gapless) but is reported.
+        for (i, e) in self.apply(&ready) {
+            if let Some(g) = spans.iter().position(|span| span.contains(&i)) {
+                outs[g].rejected.push(e);
+            }
+        }
         let mut ready = ready.into_iter().map(|(d, _)| d);
         for ((out, span), parked) in outs.iter_mut().zip(spans).zip(parked_by_group) {
             out.buffered = parked.iter().filter(|(o, s)| *s > self.vv.get(o)).count();
             out.accepted = ready.by_ref().take(span.len()).collect();
         }
-        if let Err(e) = applied
-            && let Some(out) = outs.iter_mut().find(|o| !o.accepted.is_empty())
-        {
-            out.rejected.push(e);
-        }
         outs
     }
 
-    /// Applies accepted deltas, one automerge batch per document.
-    fn apply(&mut self, ready: &[(Delta, Change)]) -> Result<()> {
-        let mut by_doc: BTreeMap<&DocId, Vec<&(Delta, Change)>> = BTreeMap::new();
-        for item in ready {
-            by_doc.entry(&item.0.doc).or_default().push(item);
+    /// Applies accepted deltas, one automerge batch per document, and
+    /// returns the ones automerge refused, by position in `ready`.
+    fn apply(&mut self, ready: &[(Delta, Change)]) -> Vec<(usize, Error)> {
+        let mut by_doc: BTreeMap<&DocId, Vec<(usize, &Change)>> = BTreeMap::new();
+        for (i, (delta, change)) in ready.iter().enumerate() {
+            by_doc.entry(&delta.doc).or_default().push((i, change));
         }
-        let mut first_error = None;
+        let mut refused = Vec::new();
         for (doc_id, items) in by_doc {
-            if let Err(e) = self.apply_doc(doc_id, &items) {
-                first_error.get_or_insert(e);
-            }
+            refused.extend(self.apply_doc(doc_id, &items, ready));
         }
-        first_error.map_or(Ok(()), Err)
+        refused
     }
 
-    fn apply_doc(&mut self, doc_id: &DocId, items: &[&(Delta, Change)]) -> Result<()> {
-        let doc = self
-            .cache
-            .get(&mut self.store, doc_id, true)?
-            .expect("created on demand");
-        let result = doc.apply_changes(items.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>());
-        let mut held = self.held.remove(doc_id).unwrap_or_default();
-        held.extend(items.iter().map(|(d, c)| Held {
-            origin: d.origin,
-            seq: d.seq,
-            hash: c.hash(),
-        }));
-        held.retain(|h| doc.get_change_by_hash(&h.hash).is_none());
+    /// Applies one document's changes in one batch. A change that automerge
+    /// refuses, or panics on (a signed but malicious change can make
+    /// automerge 0.12 panic), must neither crash the node nor leave the
+    /// document half-changed: the batch runs against the live document with
+    /// a copy kept aside, and on failure the copy is restored and the changes
+    /// are applied one by one, each guarded the same way, so that only the
+    /// bad ones are refused. Every replica refuses the same changes, so
+    /// replicas still converge.
+    fn apply_doc(
+        &mut self,
+        doc_id: &DocId,
+        items: &[(usize, &Change)],
+        ready: &[(Delta, Change)],
+    ) -> Vec<(usize, Error)> {
+        let doc = match self.cache.get(&mut self.store, doc_id, true) {
+            Ok(doc) => doc.expect("created on demand"),
+            Err(e) => {
+                return items
+                    .iter()
+                    .map(|(i, _)| (*i, Error::Store(e.to_string())))
+                    .collect();
+            }
+        };
+        // Look up the batch's changes and the ones queued before: applying
+        // this batch may apply those too.
+        let held_before = self.held.remove(doc_id).unwrap_or_default();
+        let lookups: Vec<ChangeHash> = items
+            .iter()
+            .map(|(_, c)| c.hash())
+            .chain(held_before.iter().map(|h| h.hash))
+            .collect();
+        let mut refused = Vec::new();
+        let backup = doc.clone();
+        let batch: Vec<Change> = items.iter().map(|(_, c)| (*c).clone()).collect();
+        let present = match apply_guarded(doc, batch, &lookups) {
+            Ok(present) => present,
+            Err(_) => {
+                *doc = backup;
+                for (i, change) in items {
+                    let before = doc.clone();
+                    if let Err(why) = apply_guarded(doc, vec![(*change).clone()], &lookups) {
+                        *doc = before;
+                        refused.push((*i, Error::malformed("automerge change", why)));
+                    }
+                }
+                // The state was checked by the last successful step already.
+                apply_guarded(doc, Vec::new(), &lookups)
+                    .unwrap_or_else(|_| vec![true; lookups.len()])
+            }
+        };
+        let (now_in_batch, now_in_held) = present.split_at(items.len());
+        let mut held: Vec<Held> = held_before
+            .into_iter()
+            .zip(now_in_held)
+            .filter(|(_, p)| !**p)
+            .map(|(h, _)| h)
+            .collect();
+        held.extend(
+            items
+                .iter()
+                .zip(now_in_batch)
+                .filter(|((i, _), p)| !**p && !refused.iter().any(|(r, _)| r == i))
+                .map(|((i, c), _)| Held {
+                    origin: ready[*i].0.origin,
+                    seq: ready[*i].0.seq,
+                    hash: c.hash(),
+                }),
+        );
         if !held.is_empty() {
             self.held.insert(doc_id.clone(), held);
         }
@@ -486,7 +575,7 @@ impl<S: DocStore> Replica<S> {
             }
             _ => {}
         }
-        result.map_err(Error::from)
+        refused
     }
 
     // ---- reads ------------------------------------------------------------
@@ -560,7 +649,7 @@ impl<S: DocStore> Replica<S> {
         for whom in self.profile(user)?.follows {
             all.extend(self.user_posts(&whom, limit, before)?);
         }
-        all.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        all.sort_unstable_by_key(|p| std::cmp::Reverse(p.id));
         all.truncate(limit);
         Ok(all)
     }

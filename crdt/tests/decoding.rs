@@ -438,3 +438,107 @@ proptest! {
         assert_untouched(&mut r);
     }
 }
+
+// ---- corrupted automerge changes under a valid signature --------------------
+
+/// Flips one bit of the change inside `deltas[which]` and re-signs it with
+/// the origin's key (`key(3)`, see `sample_deltas`), optionally recomputing
+/// the automerge checksum as a malicious origin could; then delivers the
+/// deltas before it honestly and the corrupted one last.
+fn corrupted_change_outcome(
+    deltas: &[Delta],
+    which: usize,
+    byte: usize,
+    mask: u8,
+    fix_checksum: bool,
+) -> (Replica<MemoryDocs>, hearsay_crdt::ReceiveOutcome) {
+    let d = &deltas[which];
+    let mut change = d.change.clone();
+    change[byte] ^= mask;
+    if fix_checksum && let Ok(c) = automerge::Change::from_bytes(change.clone()) {
+        let hash = c.hash();
+        change[4..8].copy_from_slice(&hash.0[..4]);
+    }
+    let bad = Delta::sign(&key(3), d.seq, d.doc.clone(), change, d.origin_time_ms).unwrap();
+    let mut r = Replica::new(key(11), MemoryDocs::default()).unwrap();
+    let out = r.receive(deltas[..which].iter().cloned());
+    assert!(out.rejected.is_empty());
+    let out = r.receive([bad]);
+    (r, out)
+}
+
+/// automerge does not check a change's checksum when parsing it; the replica
+/// does, so a change corrupted at its origin (bit rot in the origin's log,
+/// a buggy encoder) is refused before it can reach a document.
+#[test]
+fn a_corrupted_change_is_malformed_even_when_validly_signed() {
+    let deltas = sample_deltas();
+    // The post's creation (no dependencies) and an edit (with dependencies).
+    for which in [0, 3] {
+        let len = deltas[which].change.len();
+        for byte in 0..len {
+            for mask in [0x01u8, 0x80] {
+                let (mut r, out) = corrupted_change_outcome(&deltas, which, byte, mask, false);
+                assert!(
+                    out.accepted.is_empty(),
+                    "flip at {byte} of {which} accepted"
+                );
+                assert!(
+                    matches!(out.rejected.as_slice(), [Error::Malformed { .. }]),
+                    "flip at {byte} of {which}: {:?}",
+                    out.rejected
+                );
+                assert_eq!(r.version_vector().sum(), which as u64);
+                assert_eq!(r.buffered(), 0);
+                assert!(!r.has_held());
+                // The genuine delta is still taken afterwards.
+                let out = r.receive([deltas[which].clone()]);
+                assert_eq!(out.accepted.len(), 1, "{:?}", out.rejected);
+            }
+        }
+    }
+}
+
+/// An origin that signs a corrupted change with a *recomputed* checksum can
+/// make automerge 0.12 panic inside `apply_changes`, or refuse the change
+/// with an error. The replica must survive both: the change is reported as
+/// rejected, the document is exactly as before it, two replicas given the same
+/// bad change stay identical, and the replica keeps working afterwards.
+#[test]
+fn a_malicious_origin_cannot_panic_the_replica() {
+    let deltas = sample_deltas();
+    let mut refused = 0;
+    for which in [0, 3] {
+        let doc = deltas[which].doc.clone();
+        for byte in 0..deltas[which].change.len() {
+            for mask in [0x01u8, 0x80] {
+                let (mut r, out) = corrupted_change_outcome(&deltas, which, byte, mask, true);
+                let (mut twin, twin_out) =
+                    corrupted_change_outcome(&deltas, which, byte, mask, true);
+                assert_eq!(out.rejected.len(), twin_out.rejected.len());
+                assert_eq!(r.heads(&doc).unwrap(), twin.heads(&doc).unwrap());
+                if !out.rejected.is_empty() {
+                    refused += 1;
+                    let mut clean = Replica::new(key(12), MemoryDocs::default()).unwrap();
+                    clean.receive(deltas[..which].iter().cloned());
+                    assert_eq!(
+                        r.heads(&doc).unwrap(),
+                        clean.heads(&doc).unwrap(),
+                        "a refused change left a trace (flip at {byte} of {which})"
+                    );
+                }
+                // The replica still takes valid deltas from other origins.
+                let mut other = Replica::new(key(13), MemoryDocs::default()).unwrap();
+                let (_, fresh) = other
+                    .create_post(&new_post("bob", "still alive", None), None, T0 + 9)
+                    .unwrap();
+                let after = r.receive(fresh);
+                assert_eq!(after.accepted.len(), 3, "{:?}", after.rejected);
+            }
+        }
+    }
+    assert!(
+        refused > 0,
+        "no corrupted change was refused: the test exercised nothing"
+    );
+}
