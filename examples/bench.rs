@@ -163,15 +163,19 @@ async fn replication(args: &[String]) -> anyhow::Result<()> {
     let urls: Vec<String> = [&a, &b, &c].iter().map(|p| p.announce.url()).collect();
     let client = http();
     wait_peers(&client, &urls).await?;
-    let peers_a = body(
-        client
-            .get(format!("{}/api/v0/stats", urls[0]))
-            .send()
-            .await?,
-    )
-    .await?["peers"]
-        .clone();
-    eprintln!("chain up (A has {peers_a} peer(s)); posting at {rate}/s for {secs} s");
+    let mut peers = Vec::new();
+    for u in &urls {
+        peers.push(
+            body(client.get(format!("{u}/api/v0/stats")).send().await?).await?["peers"].clone(),
+        );
+    }
+    eprintln!(
+        "chain up (peers: A {}, B {}, C {}); posting at {rate}/s for {secs} s",
+        peers[0], peers[1], peers[2]
+    );
+    if peers[0] != 1 || peers[2] != 1 {
+        bail!("not a chain: A and C must each have exactly one peer (B)");
+    }
 
     // id -> (sent, acked) at A; id -> first seen at B / C.
     let sent: Arc<Mutex<HashMap<String, (Instant, Instant)>>> = Arc::default();

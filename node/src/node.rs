@@ -36,6 +36,8 @@ pub enum NodeError {
     Store(#[from] CoreError),
     #[error(transparent)]
     Net(#[from] net::NetError),
+    #[error("the core thread failed (see the log above)")]
+    CoreFailed,
     #[error("HTTP on {addr}: {why}")]
     Http { addr: String, why: String },
 }
@@ -154,12 +156,16 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             .into_future(),
     );
 
-    // Run until asked to stop, or until the network fails.
+    // Run until asked to stop, or until the network or the core fails: a
+    // node that cannot store or cannot talk exits rather than lingering.
     let mut net_task = net_task;
-    let net_result = tokio::select! {
-        () = shutdown => None,
-        r = &mut net_task => Some(r),
-    };
+    let mut core_done = tokio::task::spawn_blocking(move || core_thread.join());
+    let (mut net_result, mut core_result) = (None, None);
+    tokio::select! {
+        () = shutdown => {}
+        r = &mut net_task => net_result = Some(r),
+        r = &mut core_done => core_result = Some(r),
+    }
     tracing::info!("shutting down: no new writes, flushing");
     let _ = stop_tx.send(true);
     let net_result = match net_result {
@@ -169,9 +175,15 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let _ = http.await;
     let _ = ticker.await;
     // Every command sender is gone now: the core drains, checkpoints, flushes.
-    let _ = tokio::task::spawn_blocking(move || core_thread.join()).await;
+    let core_result = match core_result {
+        Some(r) => r,
+        None => core_done.await,
+    };
     let _ = std::fs::remove_file(&announce_path);
     tracing::info!("stopped");
+    if !matches!(core_result, Ok(Ok(()))) {
+        return Err(NodeError::CoreFailed);
+    }
     net_result.expect("network task")?;
     Ok(())
 }
