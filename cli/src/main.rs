@@ -152,6 +152,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Node { data_dir, flags } => {
             init_tracing();
+            hearsay_node::init(&data_dir)?;
+            if !data_dir.join(hearsay_node::config::CONFIG_FILE).exists() {
+                // Leave the defaults where an operator will look for them.
+                Config::default().save(&data_dir)?;
+            }
             let config = load_config(&data_dir, flags)?;
             let settings = config.validate(&data_dir)?;
             hearsay_node::run(settings, hearsay_node::shutdown_signal())

@@ -690,6 +690,11 @@ impl<S: Store> Net<S> {
                 Err(e) => self.metrics.reject(e.kind(), Source::Sync),
             }
         }
+        if deltas.is_empty() {
+            // Caught up with this peer (or it sent nothing usable).
+            self.syncing.remove(&peer);
+            return;
+        }
         match self.send_to_core(deltas, Source::Sync) {
             Some(rx) => self.pending.push(
                 async move {
