@@ -188,6 +188,7 @@ pub struct TestNode {
     pub name: String,
     dir: TempDir,
     join: Vec<String>,
+    listen: Vec<String>,
     child: Option<Child>,
     announce: Option<Announcement>,
     http: reqwest::Client,
@@ -214,6 +215,16 @@ impl TestNode {
     /// Like [`TestNode::start`], with `config` (TOML) as the node's
     /// `hearsay.toml`; flags still set the addresses, region and joins.
     pub async fn start_with_config(name: &str, join: &[&str], config: &str) -> TestNode {
+        TestNode::start_full(name, join, config, &["/ip4/127.0.0.1/tcp/0"]).await
+    }
+
+    /// Like [`TestNode::start`], listening on the given multiaddrs (for
+    /// QUIC, or a fixed port that must survive a restart).
+    pub async fn start_listening(name: &str, join: &[&str], listen: &[&str]) -> TestNode {
+        TestNode::start_full(name, join, "", listen).await
+    }
+
+    async fn start_full(name: &str, join: &[&str], config: &str, listen: &[&str]) -> TestNode {
         let dir = tempfile::Builder::new()
             .prefix(&format!("hearsay-test-{name}-"))
             .tempdir()
@@ -226,6 +237,7 @@ impl TestNode {
             name: name.to_owned(),
             dir,
             join: join.iter().map(|s| (*s).to_owned()).collect(),
+            listen: listen.iter().map(|s| (*s).to_owned()).collect(),
             child: None,
             announce: None,
             http: reqwest::Client::builder()
@@ -269,9 +281,11 @@ impl TestNode {
         cmd.arg("node")
             .arg("--data-dir")
             .arg(&dir)
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
             .args(["--http", "127.0.0.1:0"])
             .args(["--region", &self.name]);
+        for l in &self.listen {
+            cmd.args(["--listen", l]);
+        }
         for j in &self.join {
             cmd.args(["--join", j]);
         }
