@@ -2,17 +2,19 @@
 //!
 //! ```text
 //! cargo build --release -p hearsay-cli
-//! cargo run --release --example bench -- replication [--rate 50] [--secs 20]
+//! cargo run --release --example bench -- replication [--rate 50] [--secs 20] [--link-delay-ms 0]
 //! cargo run --release --example bench -- writes [--secs 10] [--clients 1,16,64]
 //! ```
 //!
-//! `replication`: a chain A–B–C (B joins A, C joins B, one peer each so the
+//! `replication`: a chain A–B–C (B joins A, C joins B, discovery off so the
 //! chain stays a chain). A client posts at A at a steady rate; pollers read
 //! the newest posts at B and at C every millisecond and note when each id is
 //! first seen. Reports the delay from A's acknowledgement of the POST to
 //! first sight at B (one hop, the baseline) and at C (two hops), as median,
 //! p90, p99 and max, plus each node's own measurement (origin clock to apply;
-//! all nodes share this machine's clock).
+//! all nodes share this machine's clock). `--link-delay-ms D` runs each link
+//! of the chain through a user-space TCP proxy that delays every byte by D ms
+//! each way (a WAN stand-in: kernel netem is not available here).
 //!
 //! `writes`: one node; N concurrent clients POST for a fixed time; reports
 //! acknowledged writes per second and the latency distribution, per N.
@@ -27,6 +29,10 @@ use anyhow::{Context, bail};
 use hearsay_node::node::Announcement;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+
+#[path = "../tests/common/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
 
 struct Proc {
     child: std::process::Child,
@@ -72,7 +78,7 @@ fn start(dir: &Path, region: &str, join: Option<&str>) -> anyhow::Result<Proc> {
     ])
     .arg("--data-dir")
     .arg(&data)
-    .env("HEARSAY_TARGET_PEERS", "1")
+    .env("HEARSAY_TARGET_PEERS", "0")
     .env("RUST_LOG", "warn")
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(data.join("node.log"))?);
@@ -157,9 +163,28 @@ async fn replication(args: &[String]) -> anyhow::Result<()> {
     let rate: f64 = arg(args, "--rate", "50").parse()?;
     let secs: f64 = arg(args, "--secs", "20").parse()?;
     let dir = tempfile::tempdir()?;
+    let link_delay = Duration::from_millis(arg(args, "--link-delay-ms", "0").parse()?);
+    // With a link delay, each link of the chain runs through a delaying proxy.
+    let mut proxies = Vec::new();
+    let mut join_addr = async |p: &Proc| -> anyhow::Result<String> {
+        let addr = p.announce.addr("tcp").context("tcp address")?.to_owned();
+        if link_delay.is_zero() {
+            return Ok(addr);
+        }
+        let parts: Vec<&str> = addr.split('/').collect();
+        let target: std::net::SocketAddr = format!("{}:{}", parts[2], parts[4]).parse()?;
+        let proxy = proxy::Proxy::start(target, link_delay).await;
+        let via = format!(
+            "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+            proxy.addr.port(),
+            p.announce.peer_id
+        );
+        proxies.push(proxy);
+        Ok(via)
+    };
     let a = start(dir.path(), "a", None)?;
-    let b = start(dir.path(), "b", a.announce.addr("tcp"))?;
-    let c = start(dir.path(), "c", b.announce.addr("tcp"))?;
+    let b = start(dir.path(), "b", Some(&join_addr(&a).await?))?;
+    let c = start(dir.path(), "c", Some(&join_addr(&b).await?))?;
     let urls: Vec<String> = [&a, &b, &c].iter().map(|p| p.announce.url()).collect();
     let client = http();
     wait_peers(&client, &urls).await?;
@@ -176,6 +201,31 @@ async fn replication(args: &[String]) -> anyhow::Result<()> {
     if peers[0] != 1 || peers[2] != 1 {
         bail!("not a chain: A and C must each have exactly one peer (B)");
     }
+    // Warm-up, not measured: one post must reach C, so that gossipsub has
+    // exchanged subscriptions along the chain before the clock starts.
+    let warm = body(
+        client
+            .post(format!("{}/api/v0/p", urls[0]))
+            .json(&json!({"body": "warm-up"}))
+            .send()
+            .await?,
+    )
+    .await?;
+    let warm_id = warm["id"].as_str().context("id")?.to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("{}/api/v0/p/{warm_id}", urls[2]))
+        .send()
+        .await?
+        .status()
+        != 200
+    {
+        if Instant::now() > deadline {
+            bail!("the warm-up post did not reach C");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // id -> (sent, acked) at A; id -> first seen at B / C.
     let sent: Arc<Mutex<HashMap<String, (Instant, Instant)>>> = Arc::default();
@@ -260,9 +310,23 @@ async fn replication(args: &[String]) -> anyhow::Result<()> {
     );
     for (name, url) in [("B", &urls[1]), ("C", &urls[2])] {
         let s = body(client.get(format!("{url}/api/v0/stats")).send().await?).await?;
+        let metrics = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let applied: Vec<&str> = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("hearsay_deltas_applied_total")
+                    || l.starts_with("hearsay_deltas_duplicate_total")
+            })
+            .collect();
         println!(
-            "node {name} own replication delay (origin clock to apply, last 2048): {}",
-            s["replication_delay_ms"]
+            "node {name} own replication delay (origin clock to apply, last 2048): {}; {}",
+            s["replication_delay_ms"],
+            applied.join(", ")
         );
     }
     Ok(())

@@ -338,7 +338,7 @@ struct Rogue {
 
 impl Rogue {
     fn start(dial: &str) -> Rogue {
-        let mut swarm = build_swarm(libp2p::identity::Keypair::generate_ed25519(), 16)
+        let mut swarm = build_swarm(libp2p::identity::Keypair::generate_ed25519(), 16, true)
             .expect("building the rogue swarm");
         let topic = IdentTopic::new(DELTA_TOPIC);
         swarm

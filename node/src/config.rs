@@ -45,7 +45,9 @@ pub struct Config {
     pub join: Vec<String>,
     /// Anti-entropy period in milliseconds (a round also runs at once when a gap is seen).
     pub sync_interval_ms: u64,
-    /// Peers this node tries to stay connected to (discovered through kad).
+    /// Peers this node dials through kad discovery while it has fewer (kad's
+    /// own queries may connect more). 0 turns discovery off: the node then
+    /// only dials its join peers and accepts who dials it (a static mesh).
     pub target_peers: usize,
     /// Hard cap on established connections.
     pub max_connections: u32,

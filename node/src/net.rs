@@ -28,6 +28,7 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
 use libp2p::metrics::Recorder;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, identity, kad, noise,
@@ -83,13 +84,17 @@ pub struct Behaviour {
     pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Off when discovery is off (`target_peers = 0`): kad dials the peers
+    /// its queries find, which a static mesh must not do.
+    pub kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
 }
 
-/// Builds the swarm of a hearsay node (also used by tests to make peers).
+/// Builds the swarm of a hearsay node (also used by tests to make peers);
+/// `discovery` enables kad.
 pub fn build_swarm(
     key: identity::Keypair,
     max_connections: u32,
+    discovery: bool,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -134,6 +139,7 @@ pub fn build_swarm(
             // Nodes on loopback or a LAN never confirm an external address;
             // serve the DHT anyway so peers can discover each other.
             kad.set_mode(Some(kad::Mode::Server));
+            let kad = Toggle::from(discovery.then_some(kad));
             let limits = connection_limits::ConnectionLimits::default()
                 .with_max_established(Some(max_connections))
                 .with_max_established_per_peer(Some(2))
@@ -314,7 +320,9 @@ pub async fn run<S: Store>(
                 }
                 let connected = net.swarm.connected_peers().count();
                 if connected > 0 && last_bootstrap.is_none_or(|t| t.elapsed() >= KAD_BOOTSTRAP_EVERY) {
-                    let _ = net.swarm.behaviour_mut().kad.bootstrap();
+                    if let Some(kad) = net.swarm.behaviour_mut().kad.as_mut() {
+                        let _ = kad.bootstrap();
+                    }
                     last_bootstrap = Some(Instant::now());
                 }
                 net.publish_status();
@@ -530,11 +538,10 @@ impl<S: Store> Net<S> {
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 }
-                if endpoint.is_dialer() {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer_id, endpoint.get_remote_address().clone());
+                if endpoint.is_dialer()
+                    && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+                {
+                    kad.add_address(&peer_id, endpoint.get_remote_address().clone());
                 }
                 if let Some(j) = self.join.iter_mut().find(|j| j.peer == peer_id) {
                     j.backoff = REDIAL_MIN;
@@ -571,13 +578,21 @@ impl<S: Store> Net<S> {
         match event {
             BehaviourEvent::Gossipsub(event) => {
                 self.p2p_metrics.record(&event);
-                if let gossipsub::Event::Message {
-                    propagation_source,
-                    message_id,
-                    message,
-                } = event
-                {
-                    self.on_gossip(propagation_source, message_id, &message.data);
+                match event {
+                    gossipsub::Event::Message {
+                        propagation_source,
+                        message_id,
+                        message,
+                    } => self.on_gossip(propagation_source, message_id, &message.data),
+                    // Whatever we published before this peer subscribed never
+                    // reached it, nor its writes us: repair at once rather
+                    // than at the next anti-entropy tick.
+                    gossipsub::Event::Subscribed { peer_id, .. }
+                        if !self.syncing.contains(&peer_id) =>
+                    {
+                        self.start_sync(Some(peer_id));
+                    }
+                    _ => {}
                 }
             }
             BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => {
@@ -622,9 +637,11 @@ impl<S: Store> Net<S> {
             BehaviourEvent::Sync(_) => {}
             BehaviourEvent::Identify(event) => {
                 self.p2p_metrics.record(&event);
-                if let identify::Event::Received { peer_id, info, .. } = event {
+                if let identify::Event::Received { peer_id, info, .. } = event
+                    && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+                {
                     for addr in info.listen_addrs.into_iter().take(16) {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                        kad.add_address(&peer_id, addr);
                     }
                 }
             }

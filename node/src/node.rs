@@ -96,7 +96,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (net_status_tx, net_status) = watch::channel(net::NetStatus::default());
-    let swarm = net::build_swarm(identity, settings.max_connections)?;
+    let swarm = net::build_swarm(
+        identity,
+        settings.max_connections,
+        settings.target_peers > 0,
+    )?;
     let net_task = tokio::spawn(net::run(
         NetParts {
             swarm,

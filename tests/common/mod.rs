@@ -9,8 +9,11 @@
 //!   and wraps the API, unwrapping the `{"status": "OK", "body": ...}`
 //!   envelope.
 //! - [`wait_until`] polls a condition, bounded in time and in count.
+//! - [`proxy::Proxy`] adds latency to a link, or cuts it (a partition).
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
