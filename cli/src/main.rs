@@ -68,6 +68,7 @@ impl NodeFlags {
 enum Cmd {
     /// Create a node key and a default config in DIR, and print the peer id
     Init {
+        /// Data directory: node key, hearsay.toml, the sled store, node.json
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
         #[command(flatten)]
@@ -75,6 +76,7 @@ enum Cmd {
     },
     /// Run a node (initialising DIR when empty) until SIGINT or SIGTERM
     Node {
+        /// Data directory: node key, hearsay.toml, the sled store, node.json
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
         #[command(flatten)]
