@@ -42,12 +42,13 @@ const LOG_TAIL_LINES: usize = 80;
 
 /// Environment variables the node reads as configuration: removed so that
 /// the caller's environment cannot change the cluster under test.
-const NODE_ENV: [&str; 5] = [
+pub const NODE_ENV: [&str; 6] = [
     "HEARSAY_LISTEN",
     "HEARSAY_HTTP",
     "HEARSAY_REGION",
     "HEARSAY_GEO",
     "HEARSAY_JOIN",
+    "HEARSAY_TARGET_PEERS",
 ];
 
 /// The `hearsay` binary, built once per test process.
