@@ -57,6 +57,8 @@ const SYNC_REQUEST_MAX: u64 = 256 << 10;
 const SYNC_RESPONSE_MAX: u64 = (SYNC_PAGE_BYTES + SYNC_PAGE_DELTAS * 16 + 1024) as u64;
 const REDIAL_MIN: Duration = Duration::from_millis(500);
 const REDIAL_MAX: Duration = Duration::from_secs(30);
+/// Anti-entropy pages read for peers at once (each up to `SYNC_PAGE_BYTES`).
+const MAX_SERVING: usize = 8;
 const KAD_BOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
 
 /// Anti-entropy request: "this is what I have".
@@ -245,6 +247,8 @@ struct Net<S> {
     listen_addrs: Vec<Multiaddr>,
     pending: FuturesUnordered<BoxFuture<'static, Pending>>,
     syncing: HashSet<PeerId>,
+    /// Anti-entropy pages being read for peers.
+    serving: usize,
     gap: bool,
 }
 
@@ -299,6 +303,7 @@ pub async fn run<S: Store>(
         listen_addrs: Vec::new(),
         pending: FuturesUnordered::new(),
         syncing: HashSet::new(),
+        serving: 0,
         gap: false,
     };
     let mut sync_tick = tokio::time::interval(net.sync_interval);
@@ -427,6 +432,7 @@ impl<S: Store> Net<S> {
                     .report_message_validation_result(&id, &source, acceptance);
             }
             Pending::Served { channel, response } => {
+                self.serving -= 1;
                 self.metrics
                     .sync_deltas_served
                     .inc_by(response.deltas.len() as u64);
@@ -600,6 +606,23 @@ impl<S: Store> Net<S> {
                     request_response::Message::Request {
                         request, channel, ..
                     } => {
+                        if self.serving >= MAX_SERVING {
+                            // Each page may hold megabytes: bound the work and
+                            // memory peers can ask of us. An empty page tells
+                            // the peer to come back at its next round.
+                            self.metrics.overload_rejections.inc();
+                            let empty = SyncResponse {
+                                deltas: Vec::new(),
+                                more: false,
+                            };
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .sync
+                                .send_response(channel, empty);
+                            return;
+                        }
+                        self.serving += 1;
                         let store = self.store.clone();
                         let mine = self.core_status.borrow().version_vector.clone();
                         let metrics = self.metrics.clone();
