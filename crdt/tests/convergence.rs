@@ -11,17 +11,18 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use automerge::ChangeHash;
 use hearsay_crdt::{
-    Delta, DocId, Error, Keypair, MemoryDocs, NewPost, NodeId, Post, PostId, Profile, Replica,
-    ReplicaConfig, UserName, VersionVector,
+    Delta, Error, Keypair, MemoryDocs, NewPost, NodeId, PostId, Replica, ReplicaConfig, UserName,
+    VersionVector,
 };
+mod common;
+
+use common::{State, USERS, observe};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestRunner;
 
 const T0: u64 = 1_700_000_000_000;
-const USERS: [&str; 3] = ["ann", "bob", "cy"];
 const TINY_CACHE: usize = 2;
 const DEFAULT_CACHE: usize = 4096;
 
@@ -515,46 +516,6 @@ impl World {
 }
 
 // ---- what a client can observe --------------------------------------------
-
-/// Everything readable from a replica, for comparison.
-#[derive(Debug, PartialEq)]
-struct State {
-    vv: VersionVector,
-    doc_ids: Vec<DocId>,
-    heads: Vec<(DocId, Vec<ChangeHash>)>,
-    newest: Vec<Post>,
-    posts: Vec<Option<Post>>,
-    profiles: Vec<Profile>,
-    user_posts: Vec<Vec<Post>>,
-    home: Vec<Vec<Post>>,
-    has_held: bool,
-}
-
-fn observe(r: &mut Replica<MemoryDocs>, posts: &[PostId]) -> State {
-    let doc_ids = r.doc_ids().unwrap();
-    let heads = doc_ids
-        .iter()
-        .map(|d| (d.clone(), r.heads(d).unwrap()))
-        .collect();
-    let users: Vec<UserName> = (0..USERS.len()).map(user).collect();
-    State {
-        vv: r.version_vector().clone(),
-        doc_ids,
-        heads,
-        newest: r.newest_posts(500, None).unwrap(),
-        posts: posts.iter().map(|p| r.post(*p).unwrap()).collect(),
-        profiles: users.iter().map(|u| r.profile(u).unwrap()).collect(),
-        user_posts: users
-            .iter()
-            .map(|u| r.user_posts(u, 500, None).unwrap())
-            .collect(),
-        home: users
-            .iter()
-            .map(|u| r.home_timeline(u, 500, None).unwrap())
-            .collect(),
-        has_held: r.has_held(),
-    }
-}
 
 /// Runs `ops` on `n` replicas, settles, checks convergence and returns the
 /// common state.

@@ -6,11 +6,14 @@
 
 use std::str::FromStr;
 
-use automerge::{Automerge, ChangeHash};
+use automerge::Automerge;
 use hearsay_crdt::{
-    Delta, DocId, Error, Keypair, MemoryDocs, NewPost, Post, PostId, Profile, Replica,
-    ReplicaConfig, UserName, VersionVector,
+    Delta, DocId, Error, Keypair, MemoryDocs, NewPost, PostId, Replica, ReplicaConfig, UserName,
+    VersionVector,
 };
+mod common;
+
+use common::observe;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -29,46 +32,6 @@ fn new_post(author: &str, body: &str, reply_to: Option<PostId>) -> NewPost {
         author: name(author),
         body: body.into(),
         reply_to,
-    }
-}
-
-/// The replica's whole readable state.
-#[derive(Debug, PartialEq)]
-struct State {
-    vv: VersionVector,
-    doc_ids: Vec<DocId>,
-    heads: Vec<(DocId, Vec<ChangeHash>)>,
-    newest: Vec<Post>,
-    posts: Vec<Option<Post>>,
-    profiles: Vec<Profile>,
-    user_posts: Vec<Vec<Post>>,
-    home: Vec<Vec<Post>>,
-}
-
-const USERS: [&str; 3] = ["ann", "bob", "cy"];
-
-fn observe(r: &mut Replica<MemoryDocs>, posts: &[PostId]) -> State {
-    let doc_ids = r.doc_ids().unwrap();
-    let heads = doc_ids
-        .iter()
-        .map(|d| (d.clone(), r.heads(d).unwrap()))
-        .collect();
-    let users: Vec<UserName> = USERS.iter().map(|u| name(u)).collect();
-    State {
-        vv: r.version_vector().clone(),
-        doc_ids,
-        heads,
-        newest: r.newest_posts(500, None).unwrap(),
-        posts: posts.iter().map(|p| r.post(*p).unwrap()).collect(),
-        profiles: users.iter().map(|u| r.profile(u).unwrap()).collect(),
-        user_posts: users
-            .iter()
-            .map(|u| r.user_posts(u, 500, None).unwrap())
-            .collect(),
-        home: users
-            .iter()
-            .map(|u| r.home_timeline(u, 500, None).unwrap())
-            .collect(),
     }
 }
 
