@@ -117,6 +117,16 @@ async fn body(r: reqwest::Response) -> anyhow::Result<Value> {
     Ok(v["body"].clone())
 }
 
+/// The node's Prometheus exposition.
+async fn metrics_text(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    Ok(client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?)
+}
+
 fn summary(name: &str, mut xs: Vec<f64>) -> String {
     if xs.is_empty() {
         return format!("{name}: no samples");
@@ -310,12 +320,7 @@ async fn replication(args: &[String]) -> anyhow::Result<()> {
     );
     for (name, url) in [("B", &urls[1]), ("C", &urls[2])] {
         let s = body(client.get(format!("{url}/api/v0/stats")).send().await?).await?;
-        let metrics = client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let metrics = metrics_text(&client, url).await?;
         let applied: Vec<&str> = metrics
             .lines()
             .filter(|l| {
@@ -377,12 +382,7 @@ async fn writes(args: &[String]) -> anyhow::Result<()> {
             lat.extend(t.await?);
         }
         let elapsed = started.elapsed().as_secs_f64();
-        let metrics = client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let metrics = metrics_text(&client, &url).await?;
         let metric = |name: &str| {
             metrics
                 .lines()
