@@ -59,19 +59,84 @@ impl Error {
         Error::InvalidOperation(why.into())
     }
 
-    /// A short, stable label for metrics (bounded label set).
-    pub fn kind(&self) -> &'static str {
+    /// The typed reason: what callers count, report and decide on.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::BadSignature { .. } => "bad_signature",
-            Error::Malformed { .. } => "malformed",
-            Error::Oversized { .. } => "oversized",
-            Error::SeqGap { .. } => "seq_gap",
-            Error::UnknownDocKind(_) => "unknown_doc_kind",
-            Error::InvalidOperation(_) => "invalid_operation",
-            Error::KeyFile { .. } => "key_file",
-            Error::Store(_) => "store",
-            Error::Automerge(_) => "automerge",
+            Error::BadSignature { .. } => ErrorKind::BadSignature,
+            Error::Malformed { .. } => ErrorKind::Malformed,
+            Error::Oversized { .. } => ErrorKind::Oversized,
+            Error::SeqGap { .. } => ErrorKind::SeqGap,
+            Error::UnknownDocKind(_) => ErrorKind::UnknownDocKind,
+            Error::InvalidOperation(_) => ErrorKind::InvalidOperation,
+            Error::KeyFile { .. } => ErrorKind::KeyFile,
+            Error::Store(_) => ErrorKind::Store,
+            Error::Automerge(_) => ErrorKind::Automerge,
         }
+    }
+}
+
+/// The kind of an [`Error`], without its details: a bounded set, so it can
+/// label metrics and drive decisions (is the sender at fault? is it a gap?).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    BadSignature,
+    Malformed,
+    Oversized,
+    SeqGap,
+    UnknownDocKind,
+    InvalidOperation,
+    KeyFile,
+    Store,
+    Automerge,
+}
+
+impl ErrorKind {
+    /// Every kind, in a fixed order (for metrics and stats).
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::BadSignature,
+        ErrorKind::Malformed,
+        ErrorKind::Oversized,
+        ErrorKind::SeqGap,
+        ErrorKind::UnknownDocKind,
+        ErrorKind::InvalidOperation,
+        ErrorKind::KeyFile,
+        ErrorKind::Store,
+        ErrorKind::Automerge,
+    ];
+
+    /// A short, stable label (metrics, `/stats`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadSignature => "bad_signature",
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::Oversized => "oversized",
+            ErrorKind::SeqGap => "seq_gap",
+            ErrorKind::UnknownDocKind => "unknown_doc_kind",
+            ErrorKind::InvalidOperation => "invalid_operation",
+            ErrorKind::KeyFile => "key_file",
+            ErrorKind::Store => "store",
+            ErrorKind::Automerge => "automerge",
+        }
+    }
+
+    /// Whether a peer that sent input refused with this kind sent something
+    /// no honest node produces (bad signature, malformed, oversized, unknown
+    /// document kind). A seq gap or a local storage failure is not the
+    /// sender's fault.
+    pub fn blames_sender(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::BadSignature
+                | ErrorKind::Malformed
+                | ErrorKind::Oversized
+                | ErrorKind::UnknownDocKind
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

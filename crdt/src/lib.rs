@@ -34,13 +34,15 @@ pub mod identity;
 pub mod ids;
 pub mod replica;
 pub mod store;
+pub mod verdict;
 pub mod vv;
 
 pub use delta::{Delta, MAX_DELTA_BYTES};
 pub use docs::{MAX_BODY_CHARS, NewPost, Post, Profile};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use identity::Keypair;
 pub use ids::{BUCKET_MS, DocId, NodeId, PostId, UserName};
 pub use replica::{ReceiveOutcome, Replica, ReplicaConfig};
 pub use store::{DocStore, MemoryDocs};
+pub use verdict::Verdict;
 pub use vv::VersionVector;

@@ -447,11 +447,11 @@ impl Core {
                 accepted: outcome.accepted.len(),
                 buffered: outcome.buffered,
                 duplicates: outcome.duplicates,
-                rejected: outcome.rejected.iter().map(|e| e.kind()).collect(),
+                rejected: outcome.rejected.iter().map(|e| e.kind().as_str()).collect(),
             };
             for e in &outcome.rejected {
                 tracing::debug!(error = %e, ?source, "delta rejected");
-                self.metrics.reject(e.kind(), source);
+                self.metrics.reject(e.kind().as_str(), source);
             }
             self.metrics
                 .deltas_duplicate

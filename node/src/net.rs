@@ -693,7 +693,7 @@ impl<S: Store> Net<S> {
             Ok(d) => d,
             Err(e) => {
                 tracing::debug!(%source, error = %e, "undecodable gossip");
-                self.metrics.reject(e.kind(), Source::Gossip);
+                self.metrics.reject(e.kind().as_str(), Source::Gossip);
                 self.swarm
                     .behaviour_mut()
                     .gossipsub
@@ -727,7 +727,7 @@ impl<S: Store> Net<S> {
         for bytes in response.deltas.iter().take(SYNC_PAGE_DELTAS) {
             match Delta::decode(bytes) {
                 Ok(d) => deltas.push(d),
-                Err(e) => self.metrics.reject(e.kind(), Source::Sync),
+                Err(e) => self.metrics.reject(e.kind().as_str(), Source::Sync),
             }
         }
         if deltas.is_empty() {
