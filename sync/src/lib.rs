@@ -170,23 +170,45 @@ pub enum Event<P, M> {
     /// The core made everything up to this vector durable.
     Durable(VersionVector),
     /// The first connection to `peer` is up; `dialer` when this node dialled.
-    PeerUp { peer: P, dialer: bool },
+    PeerUp {
+        peer: P,
+        dialer: bool,
+    },
     /// The last connection to `peer` closed.
-    PeerDown { peer: P },
+    PeerDown {
+        peer: P,
+    },
     /// A dial to `peer` failed.
-    DialFailed { peer: P },
+    DialFailed {
+        peer: P,
+    },
     /// `peer` subscribed to the delta topic: a new neighbour to sync with.
-    Subscribed { peer: P },
+    Subscribed {
+        peer: P,
+    },
     /// Discovery found `peer`.
-    Discovered { peer: P },
-    PingOk { peer: P },
-    PingFailed { peer: P },
+    Discovered {
+        peer: P,
+    },
+    PingOk {
+        peer: P,
+    },
+    PingFailed {
+        peer: P,
+    },
     /// Something outside the machine noticed a gap (e.g. the core buffered).
     GapSeen,
     /// A pushed delta arrived.
-    Gossip { from: P, id: M, delta: Delta },
+    Gossip {
+        from: P,
+        id: M,
+        delta: Delta,
+    },
     /// A pushed message that does not decode as a delta.
-    GossipMalformed { from: P, id: M },
+    GossipMalformed {
+        from: P,
+        id: M,
+    },
     /// A peer asks for what its vector lacks; `None` when it did not decode.
     SyncRequest {
         from: P,
@@ -194,7 +216,9 @@ pub enum Event<P, M> {
         theirs: Option<VersionVector>,
     },
     /// The page for `request` has been sent.
-    Served { request: RequestId },
+    Served {
+        request: RequestId,
+    },
     /// An answer to this node's sync request (undecodable deltas already
     /// counted and dropped by the translator).
     SyncPage {
@@ -203,21 +227,28 @@ pub enum Event<P, M> {
         more: bool,
     },
     /// This node's sync request to `peer` failed.
-    RequestFailed { peer: P },
+    RequestFailed {
+        peer: P,
+    },
     /// The core's verdicts on a batch, one per delta, in order.
     Verdicts {
         batch: Batch<P, M>,
         verdicts: Vec<Verdict>,
     },
     /// The core's peer queue was full: the batch was not delivered.
-    CoreBusy { batch: Batch<P, M> },
+    CoreBusy {
+        batch: Batch<P, M>,
+    },
 }
 
 /// Outputs of the machine, for the translator to carry out.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command<P, M> {
     /// Ask `to` for the deltas `have` lacks.
-    SendSyncRequest { to: P, have: VersionVector },
+    SendSyncRequest {
+        to: P,
+        have: VersionVector,
+    },
     /// Read the deltas `theirs` lacks, up to `up_to` (this node's durable
     /// vector), in per-origin seq order within `bounds`, and answer
     /// `request`; then report [`Event::Served`].
@@ -235,20 +266,29 @@ pub enum Command<P, M> {
         why: Empty,
     },
     /// Hand deltas to the core; report [`Event::Verdicts`] or [`Event::CoreBusy`].
-    Deliver { batch: Batch<P, M>, deltas: Vec<Delta> },
+    Deliver {
+        batch: Batch<P, M>,
+        deltas: Vec<Delta>,
+    },
     /// Tell the gossip layer what to do with message `id` from `from`.
     ReportGossip {
         id: M,
         from: P,
         acceptance: Acceptance,
     },
-    Dial { peer: P },
+    Dial {
+        peer: P,
+    },
     /// Close every connection to `peer`.
-    Disconnect { peer: P },
+    Disconnect {
+        peer: P,
+    },
     /// Refresh discovery.
     Bootstrap,
     /// Send [`Event::Tick`] at `at` (replaces any earlier timer).
-    ArmTimer { at: Millis },
+    ArmTimer {
+        at: Millis,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -280,6 +320,9 @@ struct Round {
     stage: Stage,
     /// Started to close a gap.
     gap: bool,
+    /// Already a retry of a failed round: a second failure is not retried
+    /// at once (two dead peers must not bounce requests back and forth).
+    retry: bool,
 }
 
 /// The anti-entropy and link-keeping state of one node; see the crate docs.
@@ -448,7 +491,9 @@ where
                     self.retry_elsewhere(now, peer, round, &mut out);
                 }
             }
-            Event::Verdicts { batch, verdicts } => self.on_verdicts(now, batch, &verdicts, &mut out),
+            Event::Verdicts { batch, verdicts } => {
+                self.on_verdicts(now, batch, &verdicts, &mut out)
+            }
             Event::CoreBusy { batch } => {
                 match batch {
                     Batch::Gossip { from, id } => out.push(Command::ReportGossip {
@@ -666,6 +711,9 @@ where
                     self.rounds.remove(&from);
                     if more && useful && self.links.contains_key(&from) {
                         self.start_round(now, from, round.gap, out);
+                        if let Some(r) = self.rounds.get_mut(&from) {
+                            r.retry = round.retry;
+                        }
                     }
                 }
             }
@@ -687,12 +735,17 @@ where
         if round.gap {
             self.gap = true;
         }
+        if round.retry {
+            return;
+        }
         if let Some(peer) = self.pick_peer(Some(failed)) {
-            let gap = round.gap;
-            if gap {
+            if round.gap {
                 self.gap = false;
             }
-            self.start_round(now, peer, gap, out);
+            self.start_round(now, peer, round.gap, out);
+            if let Some(r) = self.rounds.get_mut(&peer) {
+                r.retry = true;
+            }
         }
     }
 
@@ -727,6 +780,7 @@ where
                     deadline: now + self.config.request_timeout_ms,
                 },
                 gap,
+                retry: false,
             },
         );
         out.push(Command::SendSyncRequest {
@@ -747,8 +801,8 @@ where
             Stage::Applying { .. } => None,
         });
         let gap = (self.gap && !self.links.is_empty()).then_some(self.next_gap_round);
-        let bootstrap = (self.config.target_peers > 0 && !self.links.is_empty())
-            .then_some(self.next_bootstrap);
+        let bootstrap =
+            (self.config.target_peers > 0 && !self.links.is_empty()).then_some(self.next_bootstrap);
         dials
             .chain(requests)
             .chain(gap)
@@ -768,4 +822,3 @@ where
         }
     }
 }
-
