@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::identity::Keypair;
 use crate::ids::{DocId, NodeId, PostId, UserName};
 use crate::store::{DocCache, DocStore};
+use crate::verdict::Verdict;
 use crate::vv::VersionVector;
 
 /// Bounds of a [`Replica`].
@@ -55,26 +56,49 @@ impl Default for ReplicaConfig {
 }
 
 /// What [`Replica::receive`] did with a batch of remote deltas.
+///
+/// `verdicts` is the answer the rest of the node acts on (gossip acceptance,
+/// metrics, the anti-entropy trigger): one [`Verdict`] per input delta, in
+/// input order. A delta buffered and released within the same call is
+/// `Accepted`; one still waiting for an earlier seq is `Buffered`.
+///
+/// A change that automerge refuses (or that could not reach its document)
+/// after its delta passed every gate is still `Accepted`: its seq is taken,
+/// the origin signed it, every replica treats it alike, and the log must stay
+/// gapless. Such deltas are listed in `inert` so they can be counted, never
+/// blamed on the sender.
 #[derive(Debug, Default)]
 pub struct ReceiveOutcome {
+    /// One verdict per input delta, in input order.
+    pub verdicts: Vec<Verdict>,
     /// Newly accepted deltas, in per-origin seq order: the caller stores them.
     pub accepted: Vec<Delta>,
-    /// Already held or already buffered.
-    pub duplicates: usize,
-    /// Waiting in the out-of-order buffer for an earlier seq.
-    pub buffered: usize,
-    /// Refused, with the reason.
+    /// The details of each `Rejected` verdict, in input order.
     pub rejected: Vec<Error>,
+    /// Accepted deltas whose change is not in its document: `(origin, seq,
+    /// why)`. Stored and in the version vector like any accepted delta.
+    pub inert: Vec<(NodeId, u64, Error)>,
 }
 
 impl ReceiveOutcome {
+    /// How many input deltas got the verdict `v`.
+    pub fn count(&self, v: Verdict) -> usize {
+        self.verdicts.iter().filter(|x| **x == v).count()
+    }
+
+    /// Input deltas still waiting in the out-of-order buffer.
+    pub fn buffered(&self) -> usize {
+        self.count(Verdict::Buffered)
+    }
+
+    /// Input deltas already held or already buffered.
+    pub fn duplicates(&self) -> usize {
+        self.count(Verdict::Duplicate)
+    }
+
     /// Whether some delta is waiting for an earlier one: a gap to repair.
     pub fn has_gap(&self) -> bool {
-        self.buffered > 0
-            || self
-                .rejected
-                .iter()
-                .any(|e| matches!(e, Error::SeqGap { .. }))
+        self.verdicts.iter().any(|v| v.is_gap())
     }
 }
 
@@ -387,94 +411,119 @@ impl<S: DocStore> Replica<S> {
         let mut parked_by_group = Vec::with_capacity(groups.len());
         let mut ready: Vec<(Delta, Change)> = Vec::new();
         for group in groups {
-            let mut out = ReceiveOutcome::default();
-            let mut parked: Vec<(NodeId, u64)> = Vec::new();
+            let mut out = ReceiveOutcome {
+                verdicts: Vec::with_capacity(group.len()),
+                ..ReceiveOutcome::default()
+            };
+            // Input position, origin and seq of each delta sent to the buffer.
+            let mut parked: Vec<(usize, NodeId, u64)> = Vec::new();
             let start = ready.len();
-            for delta in group {
-                let have = self.vv.get(&delta.origin);
-                let in_buffer = self
-                    .buffer
-                    .get(&delta.origin)
-                    .is_some_and(|b| b.contains_key(&delta.seq));
-                if delta.seq <= have || in_buffer {
-                    out.duplicates += 1;
-                    continue;
+            for (at, delta) in group.into_iter().enumerate() {
+                let (origin, seq) = (delta.origin, delta.seq);
+                let verdict = self.admit(delta, verify, &mut ready, &mut out.rejected);
+                if verdict == Verdict::Buffered {
+                    parked.push((at, origin, seq));
                 }
-                if delta.seq - have > self.config.max_seq_ahead
-                    || (delta.seq > have + 1 && self.buffered >= self.config.max_buffered)
-                {
-                    out.rejected.push(Error::SeqGap {
-                        origin: delta.origin,
-                        have,
-                        got: delta.seq,
-                        bound: self.config.max_seq_ahead,
-                    });
-                    continue;
-                }
-                if verify && let Err(e) = delta.verify() {
-                    out.rejected.push(e);
-                    continue;
-                }
-                let change = match Change::from_bytes(delta.change.clone()) {
-                    Ok(c) if checksum_matches(&c) => c,
-                    Ok(_) => {
-                        out.rejected.push(Error::malformed(
-                            "automerge change",
-                            "checksum does not match the change's contents",
-                        ));
-                        continue;
-                    }
-                    Err(e) => {
-                        out.rejected
-                            .push(Error::malformed("automerge change", e.to_string()));
-                        continue;
-                    }
-                };
-                if delta.seq > have + 1 {
-                    parked.push((delta.origin, delta.seq));
-                    self.buffer
-                        .entry(delta.origin)
-                        .or_default()
-                        .insert(delta.seq, (delta, change));
-                    self.buffered += 1;
-                    continue;
-                }
-                let origin = delta.origin;
-                self.vv.set(origin, delta.seq);
-                ready.push((delta, change));
-                // Release what the buffer holds right behind it.
-                if let Some(waiting) = self.buffer.get_mut(&origin) {
-                    while let Some(entry) = waiting.first_entry() {
-                        if *entry.key() != self.vv.get(&origin) + 1 {
-                            break;
-                        }
-                        let (d, c) = entry.remove();
-                        self.buffered -= 1;
-                        self.vv.set(origin, d.seq);
-                        ready.push((d, c));
-                    }
-                    if waiting.is_empty() {
-                        self.buffer.remove(&origin);
-                    }
-                }
+                out.verdicts.push(verdict);
             }
             spans.push(start..ready.len());
             parked_by_group.push(parked);
             outs.push(out);
         }
         // A refused change stays accepted (its seq is taken: the origin
-        // signed it, and the log must stay gapless) but is reported.
+        // signed it, and the log must stay gapless) but is reported as inert.
         for (i, e) in self.apply(&ready) {
             if let Some(g) = spans.iter().position(|span| span.contains(&i)) {
-                outs[g].rejected.push(e);
+                let d = &ready[i].0;
+                outs[g].inert.push((d.origin, d.seq, e));
             }
         }
         let mut ready = ready.into_iter().map(|(d, _)| d);
         for ((out, span), parked) in outs.iter_mut().zip(spans).zip(parked_by_group) {
-            out.buffered = parked.iter().filter(|(o, s)| *s > self.vv.get(o)).count();
+            // Released by a later delta of the same call: accepted.
+            for (at, origin, seq) in parked {
+                if seq <= self.vv.get(&origin) {
+                    out.verdicts[at] = Verdict::Accepted;
+                }
+            }
             out.accepted = ready.by_ref().take(span.len()).collect();
         }
         outs
+    }
+
+    /// Passes one delta through the seq and signature gates: moves it to
+    /// `ready` (with what the buffer releases behind it), parks it in the
+    /// buffer, or refuses it into `rejected`.
+    fn admit(
+        &mut self,
+        delta: Delta,
+        verify: bool,
+        ready: &mut Vec<(Delta, Change)>,
+        rejected: &mut Vec<Error>,
+    ) -> Verdict {
+        let mut refuse = |e: Error| {
+            let kind = e.kind();
+            rejected.push(e);
+            Verdict::Rejected(kind)
+        };
+        let have = self.vv.get(&delta.origin);
+        let in_buffer = self
+            .buffer
+            .get(&delta.origin)
+            .is_some_and(|b| b.contains_key(&delta.seq));
+        if delta.seq <= have || in_buffer {
+            return Verdict::Duplicate;
+        }
+        if delta.seq - have > self.config.max_seq_ahead
+            || (delta.seq > have + 1 && self.buffered >= self.config.max_buffered)
+        {
+            return refuse(Error::SeqGap {
+                origin: delta.origin,
+                have,
+                got: delta.seq,
+                bound: self.config.max_seq_ahead,
+            });
+        }
+        if verify && let Err(e) = delta.verify() {
+            return refuse(e);
+        }
+        let change = match Change::from_bytes(delta.change.clone()) {
+            Ok(c) if checksum_matches(&c) => c,
+            Ok(_) => {
+                return refuse(Error::malformed(
+                    "automerge change",
+                    "checksum does not match the change's contents",
+                ));
+            }
+            Err(e) => return refuse(Error::malformed("automerge change", e.to_string())),
+        };
+        if delta.seq > have + 1 {
+            self.buffer
+                .entry(delta.origin)
+                .or_default()
+                .insert(delta.seq, (delta, change));
+            self.buffered += 1;
+            return Verdict::Buffered;
+        }
+        let origin = delta.origin;
+        self.vv.set(origin, delta.seq);
+        ready.push((delta, change));
+        // Release what the buffer holds right behind it.
+        if let Some(waiting) = self.buffer.get_mut(&origin) {
+            while let Some(entry) = waiting.first_entry() {
+                if *entry.key() != self.vv.get(&origin) + 1 {
+                    break;
+                }
+                let (d, c) = entry.remove();
+                self.buffered -= 1;
+                self.vv.set(origin, d.seq);
+                ready.push((d, c));
+            }
+            if waiting.is_empty() {
+                self.buffer.remove(&origin);
+            }
+        }
+        Verdict::Accepted
     }
 
     /// Applies accepted deltas, one automerge batch per document, and

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use hearsay_crdt::{
     Delta, Error, Keypair, MemoryDocs, NewPost, NodeId, PostId, Replica, ReplicaConfig, UserName,
-    VersionVector,
+    Verdict, VersionVector,
 };
 mod common;
 
@@ -236,9 +236,10 @@ impl World {
             .collect();
         let out = self.replicas[to].receive(deltas);
         assert!(
-            out.rejected.is_empty(),
-            "honest deltas rejected: {:?}",
-            out.rejected
+            out.rejected.is_empty() && out.inert.is_empty(),
+            "honest deltas rejected: {:?} {:?}",
+            out.rejected,
+            out.inert
         );
     }
 
@@ -251,9 +252,10 @@ impl World {
         assert_eq!(outs.len(), wires.len());
         for out in outs {
             assert!(
-                out.rejected.is_empty(),
-                "honest deltas rejected: {:?}",
-                out.rejected
+                out.rejected.is_empty() && out.inert.is_empty(),
+                "honest deltas rejected: {:?} {:?}",
+                out.rejected,
+                out.inert
             );
         }
     }
@@ -680,7 +682,7 @@ proptest! {
             .collect();
         let out = b.replay(above);
         prop_assert!(out.rejected.is_empty(), "{:?}", out.rejected);
-        prop_assert_eq!(out.buffered, 0);
+        prop_assert_eq!(out.buffered(), 0);
         let after = observe(&mut b, &posts);
         prop_assert_eq!(&after, &before);
 
@@ -724,21 +726,21 @@ fn reversed_deltas_wait_for_the_first_then_all_apply() {
         assert!(out.rejected.is_empty(), "{:?}", out.rejected);
         if d.seq > 1 {
             assert!(out.accepted.is_empty());
-            assert_eq!(out.buffered, 1);
+            assert_eq!(out.buffered(), 1);
             assert!(out.has_gap());
             assert_eq!(b.buffered(), k + 1);
             assert!(b.version_vector().is_empty());
         } else {
             let seqs: Vec<u64> = out.accepted.iter().map(|d| d.seq).collect();
             assert_eq!(seqs, (1..=13).collect::<Vec<_>>());
-            assert_eq!(out.buffered, 0);
+            assert_eq!(out.buffered(), 0);
             assert!(!out.has_gap());
             assert_eq!(b.buffered(), 0);
         }
     }
     // Re-sending everything now only finds duplicates.
     let out = b.receive(deltas.clone());
-    assert_eq!(out.duplicates, deltas.len());
+    assert_eq!(out.duplicates(), deltas.len());
     assert!(out.accepted.is_empty());
     let posts: Vec<PostId> = a
         .newest_posts(100, None)
@@ -755,13 +757,69 @@ fn buffered_duplicates_are_counted_once() {
     let (_, deltas) = some_deltas(node_key(2, 0), 2);
     let mut b = Replica::new(node_key(2, 1), MemoryDocs::default()).unwrap();
     let out = b.receive([deltas[3].clone(), deltas[3].clone(), deltas[2].clone()]);
-    assert_eq!(out.buffered, 2);
-    assert_eq!(out.duplicates, 1);
+    assert_eq!(out.buffered(), 2);
+    assert_eq!(out.duplicates(), 1);
     assert_eq!(b.buffered(), 2);
     let out = b.receive(deltas[..2].iter().cloned());
     assert_eq!(out.accepted.len(), 4);
     assert_eq!(b.buffered(), 0);
     assert_eq!(b.version_vector().get(&deltas[0].origin), 4);
+}
+
+#[test]
+fn verdicts_follow_input_order() {
+    let (_, deltas) = some_deltas(node_key(5, 0), 2);
+    let mut b = Replica::new(node_key(5, 1), MemoryDocs::default()).unwrap();
+    let mut forged = deltas[5].clone();
+    forged.change.push(0);
+    // 3 waits for 2; 2 then releases it within the call (so 3 is accepted);
+    // 5 still waits for 4 at the end; the forged one fails its signature.
+    let out = b.receive([
+        deltas[2].clone(),
+        deltas[0].clone(),
+        deltas[5].clone(),
+        deltas[1].clone(),
+        deltas[0].clone(),
+        forged,
+    ]);
+    assert_eq!(
+        out.verdicts,
+        vec![
+            Verdict::Accepted,
+            Verdict::Accepted,
+            Verdict::Buffered,
+            Verdict::Accepted,
+            Verdict::Duplicate,
+            Verdict::Duplicate,
+        ]
+    );
+    let seqs: Vec<u64> = out.accepted.iter().map(|d| d.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    // A forged delta at a seq not yet held is rejected, typed.
+    let mut forged = deltas[4].clone();
+    forged.change.push(0);
+    let out = b.receive([forged, deltas[3].clone()]);
+    assert_eq!(
+        out.verdicts,
+        vec![
+            Verdict::Rejected(hearsay_crdt::ErrorKind::BadSignature),
+            Verdict::Accepted,
+        ]
+    );
+    assert!(out.verdicts[0].blames_sender());
+    assert_eq!(out.rejected.len(), 1);
+    // Groups: one verdict list per group, a delta parked in one group and
+    // released by another is accepted in both answers' terms.
+    let mut c = Replica::new(node_key(5, 2), MemoryDocs::default()).unwrap();
+    let outs = c.receive_groups(vec![
+        vec![deltas[1].clone()],
+        vec![deltas[0].clone(), deltas[0].clone()],
+    ]);
+    assert_eq!(outs[0].verdicts, vec![Verdict::Accepted]);
+    assert_eq!(outs[1].verdicts, vec![Verdict::Accepted, Verdict::Duplicate]);
+    assert!(outs[0].accepted.is_empty());
+    assert_eq!(outs[1].accepted.len(), 2);
+    assert!(!outs[0].has_gap() && !outs[1].has_gap());
 }
 
 #[test]
@@ -780,10 +838,10 @@ fn a_delta_too_far_ahead_is_a_seq_gap() {
     .unwrap();
     // have 0: seq 4 may wait, seq 5 may not.
     let out = b.receive([deltas[3].clone()]);
-    assert_eq!(out.buffered, 1);
+    assert_eq!(out.buffered(), 1);
     let out = b.receive([deltas[4].clone()]);
     assert!(out.accepted.is_empty());
-    assert_eq!(out.buffered, 0);
+    assert_eq!(out.buffered(), 0);
     assert!(out.has_gap());
     match out.rejected.as_slice() {
         [
@@ -827,7 +885,7 @@ fn the_buffer_bound_is_a_seq_gap_too() {
     )
     .unwrap();
     let out = b.receive(deltas[1..4].iter().cloned());
-    assert_eq!(out.buffered, 2);
+    assert_eq!(out.buffered(), 2);
     assert!(matches!(
         out.rejected.as_slice(),
         [Error::SeqGap { got: 4, .. }]

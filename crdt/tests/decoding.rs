@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use automerge::Automerge;
 use hearsay_crdt::{
-    Delta, DocId, Error, Keypair, MemoryDocs, NewPost, PostId, Replica, ReplicaConfig, UserName,
+    Delta, DocId, Error, ErrorKind, Keypair, MemoryDocs, NewPost, PostId, Replica, ReplicaConfig, UserName, Verdict,
     VersionVector,
 };
 mod common;
@@ -182,11 +182,15 @@ fn any_single_byte_flip_is_rejected() {
                     let out = r.receive([d]);
                     assert!(out.accepted.is_empty(), "flip at {i} accepted");
                     assert_eq!(out.rejected.len(), 1, "flip at {i}: {out:?}");
-                    assert_eq!(out.buffered, 0);
-                    assert_eq!(out.duplicates, 0);
+                    assert_eq!(out.buffered(), 0);
+                    assert_eq!(out.duplicates(), 0);
                     assert!(matches!(
                         out.rejected[0],
                         Error::BadSignature { .. } | Error::SeqGap { .. }
+                    ));
+                    assert!(matches!(
+                        out.verdicts.as_slice(),
+                        [Verdict::Rejected(ErrorKind::BadSignature | ErrorKind::SeqGap)]
                     ));
                 }
             }
@@ -392,7 +396,7 @@ proptest! {
         let mut r = Replica::new(key(10), MemoryDocs::default()).unwrap();
         let out = r.receive([delta]);
         prop_assert!(out.accepted.is_empty());
-        prop_assert_eq!(out.buffered, 0);
+        prop_assert_eq!(out.buffered(), 0);
         prop_assert!(
             matches!(out.rejected.as_slice(), [Error::Malformed { .. }]),
             "{:?}",
@@ -464,9 +468,11 @@ fn a_corrupted_change_is_malformed_even_when_validly_signed() {
 
 /// An origin that signs a corrupted change with a *recomputed* checksum can
 /// make automerge 0.12 panic inside `apply_changes`, or refuse the change
-/// with an error. The replica must survive both: the change is reported as
-/// rejected, the document is exactly as before it, two replicas given the same
-/// bad change stay identical, and the replica keeps working afterwards.
+/// with an error. The replica must survive both: the change is refused
+/// (rejected when it does not parse; when it parses but automerge refuses it,
+/// its delta is stored, reported `Accepted` and listed as inert), the
+/// document is exactly as before it, two replicas given the same bad change
+/// stay identical, and the replica keeps working afterwards.
 #[test]
 fn a_malicious_origin_cannot_panic_the_replica() {
     let deltas = sample_deltas();
@@ -478,9 +484,16 @@ fn a_malicious_origin_cannot_panic_the_replica() {
                 let (mut r, out) = corrupted_change_outcome(&deltas, which, byte, mask, true);
                 let (mut twin, twin_out) =
                     corrupted_change_outcome(&deltas, which, byte, mask, true);
-                assert_eq!(out.rejected.len(), twin_out.rejected.len());
+                let refusals = |o: &hearsay_crdt::ReceiveOutcome| o.rejected.len() + o.inert.len();
+                assert_eq!(refusals(&out), refusals(&twin_out));
+                assert_eq!(out.verdicts, twin_out.verdicts);
                 assert_eq!(r.heads(&doc).unwrap(), twin.heads(&doc).unwrap());
-                if !out.rejected.is_empty() {
+                for (origin, seq, _) in &out.inert {
+                    // Stored: accepted, in the vector, never blamed on the sender.
+                    assert_eq!(out.verdicts, vec![Verdict::Accepted]);
+                    assert_eq!(r.version_vector().get(origin), *seq);
+                }
+                if refusals(&out) > 0 {
                     refused += 1;
                     let mut clean = Replica::new(key(12), MemoryDocs::default()).unwrap();
                     clean.receive(deltas[..which].iter().cloned());

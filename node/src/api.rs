@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::{Command, CoreError, CoreStatus, Reply, now_ms};
+use crate::core::{ClientCommand, CoreError, CoreStatus, Reply, Write, now_ms};
 use crate::metrics::{Metrics, RouteLabels, RouteOnly};
 use crate::net::NetStatus;
 
@@ -33,7 +33,8 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// What every handler can reach.
 #[derive(Clone, Debug)]
 pub struct ApiState {
-    pub core: mpsc::Sender<Command>,
+    /// The core's client queue (its own capacity: peers cannot fill it).
+    pub core: mpsc::Sender<ClientCommand>,
     pub core_status: watch::Receiver<CoreStatus>,
     pub net_status: watch::Receiver<NetStatus>,
     pub metrics: Metrics,
@@ -77,7 +78,8 @@ impl From<CoreError> for ApiError {
         let status = match e {
             CoreError::NotFound(_) => StatusCode::NOT_FOUND,
             CoreError::Invalid(_) => StatusCode::BAD_REQUEST,
-            CoreError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            CoreError::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError {
             status,
@@ -194,7 +196,10 @@ async fn envelope_errors(request: Request, next: Next) -> Response {
 }
 
 /// Sends a command to the core and awaits the answer.
-async fn ask<T>(state: &ApiState, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
+async fn ask<T>(
+    state: &ApiState,
+    make: impl FnOnce(Reply<T>) -> ClientCommand,
+) -> Result<T, ApiError> {
     let (reply, rx) = oneshot::channel();
     state.core.try_send(make(reply)).map_err(|e| match e {
         mpsc::error::TrySendError::Full(_) => {
@@ -284,7 +289,7 @@ async fn list_posts(State(state): State<ApiState>, Query(q): Query<ListQuery>) -
         .as_deref()
         .map(|b| parse_id("before", b))
         .transpose()?;
-    let posts = ask(&state, |reply| Command::Posts {
+    let posts = ask(&state, |reply| ClientCommand::Posts {
         limit,
         before,
         reply,
@@ -343,13 +348,17 @@ fn parse_create(headers: &HeaderMap, bytes: &[u8]) -> Result<NewPost, ApiError> 
 
 async fn create_post(State(state): State<ApiState>, headers: HeaderMap, bytes: Bytes) -> ApiResult {
     let new = parse_create(&headers, &bytes)?;
-    let post = ask(&state, |reply| Command::CreatePost { new, reply }).await?;
+    let post = ask(&state, |reply| ClientCommand::Write {
+        op: Write::CreatePost(new),
+        reply,
+    })
+    .await?;
     Ok(ok(post))
 }
 
 async fn get_post(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult {
     let id = parse_id("id", &id)?;
-    match ask(&state, |reply| Command::GetPost { id, reply }).await? {
+    match ask(&state, |reply| ClientCommand::GetPost { id, reply }).await? {
         Some(found) => Ok(ok(found)),
         None => Err(ApiError {
             status: StatusCode::NOT_FOUND,
@@ -379,11 +388,13 @@ async fn edit_post(
     let id = parse_id("id", &id)?;
     let edit: Edit = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-    let post = ask(&state, |reply| Command::EditPost {
-        id,
-        pos: edit.pos,
-        delete: edit.delete,
-        insert: edit.insert,
+    let post = ask(&state, |reply| ClientCommand::Write {
+        op: Write::EditPost {
+            id,
+            pos: edit.pos,
+            delete: edit.delete,
+            insert: edit.insert,
+        },
         reply,
     })
     .await?;
@@ -392,6 +403,10 @@ async fn edit_post(
 
 async fn delete_post(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult {
     let id = parse_id("id", &id)?;
-    let post = ask(&state, |reply| Command::DeletePost { id, reply }).await?;
+    let post = ask(&state, |reply| ClientCommand::Write {
+        op: Write::DeletePost(id),
+        reply,
+    })
+    .await?;
     Ok(ok(post))
 }

@@ -1,34 +1,63 @@
-//! The core: one thread that owns the replica and the store.
+//! The core: the replica and the store, as a state type and a thread.
 //!
-//! Every automerge and sled call of the node happens here, off the async
-//! reactor. Handles send [`Command`]s over a bounded channel; the thread takes
-//! everything that queued while it was busy as one batch, so batching needs
-//! no timer: an idle core serves a write at once, a loaded core makes a
-//! whole batch durable with one flush (group commit).
+//! [`CoreState`] holds everything a node decides about its data: the
+//! [`Replica`], the [`Store`], the durable version vector, the replication
+//! delays. It does no IO of its own beyond the store, and time comes in as
+//! `now_ms` arguments, so tests and the simulation drive it synchronously
+//! with an injected clock (over a [`MemoryStore`](crate::store::MemoryStore)
+//! or a [`FaultyStore`](crate::store::FaultyStore)). [`run_core`] is the thin
+//! thread around it that the node runs: every automerge and sled call of the
+//! node happens there, off the async reactor.
 //!
-//! Within a batch:
-//! - local writes are applied and appended to the log, and acknowledged only
-//!   after the batch's flush; their deltas go to the network only then, so a
-//!   crash never reissues a seq a peer already holds;
-//! - remote deltas are verified, applied and appended, and their verdict is
-//!   returned at once so gossipsub can forward them without waiting for the
-//!   flush;
-//! - reads are answered at once.
+//! Admission: clients (the HTTP API) and peers (the network) reach the core
+//! through two bounded queues, [`ClientCommand`] and [`PeerCommand`], each
+//! with its own capacity. The thread serves them fairly: a batch takes up to
+//! half of [`MAX_BATCH`] from each queue and fills the rest from whichever
+//! has more waiting. So a flood of peer deltas never turns into client 503s
+//! (a full client queue is the API's only reason to answer 503 for load),
+//! and a flood of client writes never starves replication.
+//!
+//! Batching needs no timer: the thread takes everything that queued while it
+//! was busy as one batch, so an idle core serves a write at once and a loaded
+//! core makes a whole batch durable with one flush (group commit).
+//!
+//! Within a batch, in this order:
+//! 1. local writes are applied and appended to the log ([`CoreState::write`]),
+//!    NOT acknowledged yet; reads are answered at once;
+//! 2. remote deltas are verified, applied and appended
+//!    ([`CoreState::receive`]) and their verdicts returned at once, one per
+//!    delta, so gossipsub can forward them without waiting for the flush
+//!    (a relay forwards what it validated; durability is the origin's
+//!    promise);
+//! 3. [`CoreState::commit`]: one flush for everything staged. Only after it
+//!    succeeds does the durable version vector advance, the status (whose
+//!    vector is the read-your-writes token and the bound of what
+//!    anti-entropy serves) get published, the writes get acknowledged, and
+//!    the local deltas go to the network, in that order: a client that reads
+//!    `/stats` after its 200 sees its write, and a crash never reissues a seq
+//!    a peer already holds. If the flush fails, nothing is published and
+//!    nothing acknowledged; the node is failed and refuses writes from then
+//!    on (`/api/v0/health` says why).
 
 use std::collections::VecDeque;
-use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use hearsay_crdt::{Delta, Keypair, NewPost, Post, PostId, Replica, ReplicaConfig, VersionVector};
+use hearsay_crdt::{
+    Delta, ErrorKind, Keypair, NewPost, NodeId, Post, PostId, Replica, ReplicaConfig, Verdict,
+    VersionVector,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::{Metrics, Source, SourceLabels};
-use crate::store::{PageLimit, SledStore, Store, StoreDocs};
+use crate::store::{PageLimit, Store, StoreDocs};
 
-/// Capacity of the command queue; beyond it the API answers 503.
-pub const COMMAND_QUEUE: usize = 1024;
-/// Most commands taken into one batch (one flush).
-const MAX_BATCH: usize = 512;
+/// Capacity of the client queue (HTTP API); beyond it the API answers 503.
+pub const CLIENT_QUEUE: usize = 1024;
+/// Capacity of the peer queue (network); beyond it a message is ignored and
+/// left to anti-entropy.
+pub const PEER_QUEUE: usize = 1024;
+/// Most commands taken into one batch (one flush), over both queues.
+pub const MAX_BATCH: usize = 512;
 /// Replay page size at start-up.
 const REPLAY_PAGE: PageLimit = PageLimit {
     max_deltas: 4096,
@@ -42,26 +71,34 @@ const SNAPSHOT_VV: &str = "snapshot_vv";
 /// Why the core refused a command.
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum CoreError {
+    /// The thing the command names does not exist (404).
     #[error("{0}")]
     NotFound(String),
+    /// The command is not valid for its arguments or the current state (400).
     #[error("{0}")]
     Invalid(String),
-    #[error("storage failure: {0}")]
-    Store(String),
+    /// Something inside the node broke: storage, automerge (500).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A flush failed earlier (or just now): the node refuses writes (503).
+    #[error("store failed, the node refuses writes: {0}")]
+    Failed(String),
 }
 
 impl From<hearsay_crdt::Error> for CoreError {
     fn from(e: hearsay_crdt::Error) -> Self {
-        match e {
-            hearsay_crdt::Error::Store(s) => CoreError::Store(s),
-            other => CoreError::Invalid(other.to_string()),
+        match e.kind() {
+            ErrorKind::InvalidOperation => CoreError::Invalid(e.to_string()),
+            // Local operations meet no peer input: anything else (store,
+            // automerge, a delta the node built itself) is the node's fault.
+            _ => CoreError::Internal(e.to_string()),
         }
     }
 }
 
 impl From<crate::store::StoreError> for CoreError {
     fn from(e: crate::store::StoreError) -> Self {
-        CoreError::Store(e.to_string())
+        CoreError::Internal(format!("storage: {e}"))
     }
 }
 
@@ -74,34 +111,44 @@ pub struct PostWithPrev {
     pub prev: Option<PostId>,
 }
 
-/// What the core did with remote deltas (drives gossipsub validation).
-#[derive(Debug, Clone, Default)]
-pub struct Verdict {
-    pub accepted: usize,
-    pub buffered: usize,
-    pub duplicates: usize,
-    /// `Error::kind()` of each rejection.
-    pub rejected: Vec<&'static str>,
+/// Bounds and periods of a [`CoreState`].
+#[derive(Clone, Copy, Debug)]
+pub struct CoreConfig {
+    /// Documents kept loaded in memory.
+    pub cache_docs: usize,
+    /// How often changed documents are saved (snapshots), so a restart
+    /// replays only the log above them.
+    pub checkpoint_interval_ms: u64,
 }
 
-/// Requests to the core.
-#[derive(Debug)]
-pub enum Command {
-    CreatePost {
-        new: NewPost,
-        reply: Reply<Post>,
-    },
+/// A local write.
+#[derive(Debug, Clone)]
+pub enum Write {
+    CreatePost(NewPost),
+    /// Replaces `delete` characters at `pos` of the body with `insert`.
     EditPost {
         id: PostId,
         pos: usize,
         delete: usize,
         insert: String,
-        reply: Reply<Post>,
     },
-    DeletePost {
-        id: PostId,
-        reply: Reply<Post>,
-    },
+    DeletePost(PostId),
+}
+
+/// What a successful [`CoreState::commit`] made durable.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// Local deltas now durable, in seq order: these may go to the network.
+    pub publish: Vec<Delta>,
+    /// The new durable version vector.
+    pub durable: VersionVector,
+}
+
+/// Requests from clients (the HTTP API) and the node's own timer.
+#[derive(Debug)]
+pub enum ClientCommand {
+    /// Answered after the batch's flush.
+    Write { op: Write, reply: Reply<Post> },
     GetPost {
         id: PostId,
         reply: Reply<Option<PostWithPrev>>,
@@ -111,13 +158,19 @@ pub enum Command {
         before: Option<PostId>,
         reply: Reply<Vec<Post>>,
     },
+    /// Periodic: refresh the delay percentiles, checkpoint when due.
+    Tick,
+}
+
+/// Requests from peers (the network).
+#[derive(Debug)]
+pub enum PeerCommand {
+    /// Remote deltas; the reply holds one verdict per delta, in order.
     Remote {
         deltas: Vec<Delta>,
         source: Source,
-        reply: oneshot::Sender<Verdict>,
+        reply: oneshot::Sender<Vec<Verdict>>,
     },
-    /// Periodic: checkpoint documents.
-    Tick,
 }
 
 /// What the core tells the network.
@@ -125,13 +178,14 @@ pub enum Command {
 pub enum CoreEvent {
     /// Durable local deltas, encoded, to push to peers.
     Publish(Vec<Vec<u8>>),
-    /// A delta is waiting for an earlier one: run anti-entropy now.
-    Gap,
 }
 
 /// The core's state as the rest of the node sees it.
 #[derive(Debug, Clone, Default)]
 pub struct CoreStatus {
+    /// The DURABLE version vector: what the last successful flush covers.
+    /// It is the read-your-writes token and the bound of what anti-entropy
+    /// serves, so it never names a delta a crash could lose.
     pub version_vector: VersionVector,
     pub buffered: usize,
     pub delay_p50_ms: Option<u64>,
@@ -140,55 +194,70 @@ pub struct CoreStatus {
     pub failed: Option<String>,
 }
 
+/// Wall-clock milliseconds since the Unix epoch (the thread's clock).
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The replica, its store and the bookkeeping of one node.
-pub struct Core {
-    replica: Replica<StoreDocs<SledStore>>,
-    store: SledStore,
+/// The replica, its store and the bookkeeping of one node, driven
+/// synchronously (see the module docs).
+pub struct CoreState<S: Store> {
+    replica: Replica<StoreDocs<S>>,
+    store: S,
     metrics: Metrics,
+    config: CoreConfig,
     delays: VecDeque<u64>,
     delay_percentiles: (Option<u64>, Option<u64>),
     failed: Option<String>,
-    checkpoint_interval: Duration,
-    last_checkpoint: Instant,
+    last_checkpoint_ms: u64,
+    /// Local deltas applied and appended since the last commit.
+    staged: Vec<Delta>,
+    /// Local writes since the last commit (for the group-commit histogram).
+    staged_writes: usize,
+    /// Whether the store was written since the last commit.
+    dirty: bool,
+    durable: VersionVector,
 }
 
-impl std::fmt::Debug for Core {
+impl<S: Store> std::fmt::Debug for CoreState<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core")
+        f.debug_struct("CoreState")
             .field("replica", &self.replica)
+            .field("durable", &self.durable.sum())
+            .field("staged", &self.staged.len())
+            .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
 }
 
-impl Core {
-    /// Opens the store in `dir`, loads the document snapshot and replays the
-    /// log above it.
+impl<S: Store> CoreState<S> {
+    /// Loads the document snapshot from `store` and replays the log above
+    /// it. Everything the store holds counts as durable.
     pub fn open(
-        dir: &Path,
+        store: S,
         key: Keypair,
-        cache_docs: usize,
-        checkpoint_interval: Duration,
+        config: CoreConfig,
         metrics: Metrics,
+        now_ms: u64,
     ) -> Result<Self, CoreError> {
-        let store = SledStore::open(dir)?;
         let snapshot = match store.get_meta(SNAPSHOT_VV)? {
             Some(b) => VersionVector::from_bytes(&b)
-                .map_err(|e| CoreError::Store(format!("snapshot vv: {e}")))?,
+                .map_err(|e| CoreError::Internal(format!("snapshot vv: {e}")))?,
             None => VersionVector::new(),
         };
-        let config = ReplicaConfig {
-            cache_docs,
+        let replica_config = ReplicaConfig {
+            cache_docs: config.cache_docs,
             ..ReplicaConfig::default()
         };
-        let mut replica = Replica::open(key, StoreDocs(store.clone()), snapshot.clone(), config)?;
+        let mut replica = Replica::open(
+            key,
+            StoreDocs(store.clone()),
+            snapshot.clone(),
+            replica_config,
+        )?;
         let log = store.log_version_vector()?;
-        let started = Instant::now();
         let mut replayed = 0;
         for (origin, _) in log.missing_from(&snapshot) {
             loop {
@@ -201,11 +270,14 @@ impl Core {
                     .iter()
                     .map(|b| Delta::decode(b))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| CoreError::Store(format!("log entry of {origin}: {e}")))?;
+                    .map_err(|e| CoreError::Internal(format!("log entry of {origin}: {e}")))?;
                 replayed += deltas.len();
                 let outcome = replica.replay(deltas);
                 if let Some(e) = outcome.rejected.first() {
                     tracing::warn!(%origin, error = %e, "replaying the log");
+                }
+                for (o, seq, e) in &outcome.inert {
+                    tracing::debug!(origin = %o, seq, error = %e, "replayed an inert delta");
                 }
                 if outcome.accepted.is_empty() {
                     break;
@@ -214,178 +286,55 @@ impl Core {
         }
         tracing::info!(
             replayed,
-            elapsed_ms = started.elapsed().as_millis() as u64,
             revision = replica.version_vector().sum(),
             "store opened"
         );
-        metrics.revision.set(replica.version_vector().sum() as i64);
-        Ok(Core {
+        let durable = replica.version_vector().clone();
+        metrics.revision.set(durable.sum() as i64);
+        Ok(CoreState {
             replica,
             store,
             metrics,
+            config,
             delays: VecDeque::with_capacity(RECENT_DELAYS),
             delay_percentiles: (None, None),
             failed: None,
-            checkpoint_interval,
-            last_checkpoint: Instant::now(),
+            last_checkpoint_ms: now_ms,
+            staged: Vec::new(),
+            staged_writes: 0,
+            dirty: false,
+            durable,
         })
     }
 
-    /// The store, for serving anti-entropy from other threads.
-    pub fn store(&self) -> SledStore {
-        self.store.clone()
+    pub fn id(&self) -> NodeId {
+        self.replica.id()
     }
 
-    /// The state to publish; the delay percentiles are refreshed on `Tick`.
-    pub fn status(&self) -> CoreStatus {
-        CoreStatus {
-            version_vector: self.replica.version_vector().clone(),
-            buffered: self.replica.buffered(),
-            delay_p50_ms: self.delay_percentiles.0,
-            delay_p99_ms: self.delay_percentiles.1,
-            failed: self.failed.clone(),
-        }
-    }
-
-    /// Runs until every command sender is dropped, then checkpoints and flushes.
-    pub fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        events: mpsc::Sender<CoreEvent>,
-        status: watch::Sender<CoreStatus>,
-    ) {
-        while let Some(first) = commands.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match commands.try_recv() {
-                    Ok(c) => batch.push(c),
-                    Err(_) => break,
-                }
-            }
-            self.run_batch(batch, &events, &status);
-        }
-        if let Err(e) = self.checkpoint().and_then(|()| Ok(self.store.flush()?)) {
-            tracing::error!(error = %e, "final checkpoint");
-        }
-        tracing::info!("core stopped");
-    }
-
-    fn run_batch(
-        &mut self,
-        batch: Vec<Command>,
-        events: &mpsc::Sender<CoreEvent>,
-        status: &watch::Sender<CoreStatus>,
-    ) {
-        let mut acks: Vec<(Reply<Post>, Result<Post, CoreError>)> = Vec::new();
-        let mut outgoing: Vec<Delta> = Vec::new();
-        let mut remote = Vec::new();
-        let mut dirty = false;
-        let mut gap = false;
-        for command in batch {
-            match command {
-                Command::CreatePost { new, reply } => {
-                    let result = self.write(&mut outgoing, |r| r.create_post(&new, None, now_ms()));
-                    acks.push((reply, result));
-                }
-                Command::EditPost {
-                    id,
-                    pos,
-                    delete,
-                    insert,
-                    reply,
-                } => {
-                    let result = self.write_post(id, &mut outgoing, |r, now| {
-                        r.edit_post(id, pos, delete, &insert, now)
-                    });
-                    acks.push((reply, result));
-                }
-                Command::DeletePost { id, reply } => {
-                    let result =
-                        self.write_post(id, &mut outgoing, |r, now| r.delete_post(id, now));
-                    acks.push((reply, result));
-                }
-                Command::GetPost { id, reply } => {
-                    let _ = reply.send(self.get_post(id));
-                }
-                Command::Posts {
-                    limit,
-                    before,
-                    reply,
-                } => {
-                    let _ = reply.send(
-                        self.replica
-                            .newest_posts(limit, before)
-                            .map_err(CoreError::from),
-                    );
-                }
-                Command::Remote {
-                    deltas,
-                    source,
-                    reply,
-                } => remote.push((deltas, source, reply)),
-                Command::Tick => {
-                    self.delay_percentiles = percentiles(&self.delays);
-                    if self.last_checkpoint.elapsed() >= self.checkpoint_interval {
-                        if let Err(e) = self.checkpoint() {
-                            self.fail(&e);
-                        }
-                        dirty = true;
-                    }
-                }
-            }
-        }
-        if !remote.is_empty() {
-            for verdict in self.remote(remote) {
-                dirty |= verdict.accepted > 0;
-                gap |= verdict.buffered > 0 || verdict.rejected.contains(&"seq_gap");
-            }
-        }
-        if !outgoing.is_empty() || dirty {
-            if let Err(e) = self.store.flush() {
-                self.fail(&e.into());
-                for (_, result) in acks.iter_mut() {
-                    *result = Err(CoreError::Store("flush failed".into()));
-                }
-                outgoing.clear();
-            }
-            self.metrics.group_commit_size.observe(acks.len() as f64);
-        }
-        // Publish the new version vector before acknowledging, so a client
-        // that reads `/stats` after its 200 sees its own write (the vector is
-        // the read-your-writes token), and anti-entropy, which serves up to
-        // this vector, never serves a local delta before it is durable.
-        status.send_replace(self.status());
-        for (reply, result) in acks {
-            let _ = reply.send(result);
-        }
-        if !outgoing.is_empty() {
-            let bytes = outgoing.iter().map(Delta::encode).collect();
-            // The network drains this channel in its own loop and never waits
-            // on the core, so a blocking send cannot deadlock.
-            let _ = events.blocking_send(CoreEvent::Publish(bytes));
-        }
-        if gap || self.replica.buffered() > 0 {
-            let _ = events.try_send(CoreEvent::Gap);
-        }
-        self.metrics
-            .revision
-            .set(self.replica.version_vector().sum() as i64);
-    }
-
-    fn fail(&mut self, e: &CoreError) {
-        tracing::error!(error = %e, "storage failed; refusing writes");
-        self.failed.get_or_insert_with(|| e.to_string());
-    }
-
-    fn write(
-        &mut self,
-        outgoing: &mut Vec<Delta>,
-        op: impl FnOnce(&mut Replica<StoreDocs<SledStore>>) -> hearsay_crdt::Result<(Post, Vec<Delta>)>,
-    ) -> Result<Post, CoreError> {
+    /// Applies a local write and appends its deltas to the log. Not durable:
+    /// the caller holds the acknowledgement until [`CoreState::commit`].
+    pub fn write(&mut self, op: Write, now_ms: u64) -> Result<Post, CoreError> {
         if let Some(f) = &self.failed {
-            return Err(CoreError::Store(f.clone()));
+            return Err(CoreError::Failed(f.clone()));
         }
-        let (post, deltas) = op(&mut self.replica)?;
+        let (post, deltas) = match op {
+            Write::CreatePost(new) => self.replica.create_post(&new, None, now_ms)?,
+            Write::EditPost {
+                id,
+                pos,
+                delete,
+                insert,
+            } => {
+                self.require_post(id)?;
+                let delta = self.replica.edit_post(id, pos, delete, &insert, now_ms)?;
+                (self.require_post(id)?, vec![delta])
+            }
+            Write::DeletePost(id) => {
+                self.require_post(id)?;
+                let delta = self.replica.delete_post(id, now_ms)?;
+                (self.require_post(id)?, vec![delta])
+            }
+        };
         if let Err(e) = self.store.append(&deltas) {
             let e = CoreError::from(e);
             self.fail(&e);
@@ -397,27 +346,20 @@ impl Core {
                 source: Source::Local,
             })
             .inc_by(deltas.len() as u64);
-        outgoing.extend(deltas);
+        self.staged.extend(deltas);
+        self.staged_writes += 1;
+        self.dirty = true;
         Ok(post)
     }
 
-    fn write_post(
-        &mut self,
-        id: PostId,
-        outgoing: &mut Vec<Delta>,
-        op: impl FnOnce(&mut Replica<StoreDocs<SledStore>>, u64) -> hearsay_crdt::Result<Delta>,
-    ) -> Result<Post, CoreError> {
-        if self.replica.post(id)?.is_none() {
-            return Err(CoreError::NotFound(format!("no post {id}")));
-        }
-        self.write(outgoing, |r| {
-            let delta = op(r, now_ms())?;
-            let post = r.post(id)?.expect("post exists");
-            Ok((post, vec![delta]))
-        })
+    fn require_post(&mut self, id: PostId) -> Result<Post, CoreError> {
+        self.replica
+            .post(id)?
+            .ok_or_else(|| CoreError::NotFound(format!("no post {id}")))
     }
 
-    fn get_post(&mut self, id: PostId) -> Result<Option<PostWithPrev>, CoreError> {
+    /// The post `id` and the one before it in the public timeline.
+    pub fn post(&mut self, id: PostId) -> Result<Option<PostWithPrev>, CoreError> {
         let Some(post) = self.replica.post(id)? else {
             return Ok(None);
         };
@@ -429,39 +371,55 @@ impl Core {
         Ok(Some(PostWithPrev { post, prev }))
     }
 
-    /// Receives the remote deltas of a whole batch at once (one automerge
-    /// batch per document), answers each sender with its verdict, and
-    /// appends what was accepted to the log.
-    fn remote(
-        &mut self,
-        messages: Vec<(Vec<Delta>, Source, oneshot::Sender<Verdict>)>,
-    ) -> Vec<Verdict> {
-        let (groups, senders): (Vec<_>, Vec<_>) =
-            messages.into_iter().map(|(d, s, r)| (d, (s, r))).unzip();
+    /// Newest posts first, strictly older than `before`.
+    pub fn posts(&mut self, limit: usize, before: Option<PostId>) -> Result<Vec<Post>, CoreError> {
+        Ok(self.replica.newest_posts(limit, before)?)
+    }
+
+    /// Receives the remote deltas of many messages at once (one automerge
+    /// batch per document) and appends what was accepted to the log. Returns
+    /// one verdict list per group, one verdict per delta in input order.
+    /// Counts the metrics and records the replication delay of each accepted
+    /// delta (`now_ms - origin_time_ms`).
+    ///
+    /// A failed node stores nothing more: every delta is
+    /// `Rejected(ErrorKind::Store)` (not the sender's fault).
+    pub fn receive(&mut self, groups: Vec<(Vec<Delta>, Source)>, now_ms: u64) -> Vec<Vec<Verdict>> {
+        if self.failed.is_some() {
+            return groups
+                .into_iter()
+                .map(|(deltas, source)| {
+                    for _ in &deltas {
+                        self.metrics.reject(ErrorKind::Store, source);
+                    }
+                    vec![Verdict::Rejected(ErrorKind::Store); deltas.len()]
+                })
+                .collect();
+        }
+        let (groups, sources): (Vec<_>, Vec<_>) = groups.into_iter().unzip();
         let outcomes = self.replica.receive_groups(groups);
-        let now = now_ms();
         let mut accepted = Vec::new();
         let mut verdicts = Vec::with_capacity(outcomes.len());
-        for (outcome, (source, reply)) in outcomes.into_iter().zip(senders) {
-            let verdict = Verdict {
-                accepted: outcome.accepted.len(),
-                buffered: outcome.buffered,
-                duplicates: outcome.duplicates,
-                rejected: outcome.rejected.iter().map(|e| e.kind().as_str()).collect(),
-            };
+        for (outcome, source) in outcomes.into_iter().zip(sources) {
             for e in &outcome.rejected {
                 tracing::debug!(error = %e, ?source, "delta rejected");
-                self.metrics.reject(e.kind().as_str(), source);
+                self.metrics.reject(e.kind(), source);
+            }
+            for (origin, seq, e) in &outcome.inert {
+                // Stored like any accepted delta; every replica refuses the
+                // same change, so replicas still converge.
+                tracing::warn!(%origin, seq, error = %e, ?source, "stored a delta automerge refuses");
+                self.metrics.deltas_inert.inc();
             }
             self.metrics
                 .deltas_duplicate
-                .inc_by(outcome.duplicates as u64);
+                .inc_by(outcome.duplicates() as u64);
             self.metrics
                 .deltas_applied
                 .get_or_create(&SourceLabels { source })
-                .inc_by(verdict.accepted as u64);
+                .inc_by(outcome.accepted.len() as u64);
             for d in &outcome.accepted {
-                let delay = now.saturating_sub(d.origin_time_ms);
+                let delay = now_ms.saturating_sub(d.origin_time_ms);
                 self.metrics
                     .replication_delay_seconds
                     .observe(delay as f64 / 1000.0);
@@ -471,21 +429,127 @@ impl Core {
                 self.delays.push_back(delay);
             }
             accepted.extend(outcome.accepted);
-            // Relays forward on this verdict without waiting for the flush.
-            let _ = reply.send(verdict.clone());
-            verdicts.push(verdict);
+            verdicts.push(outcome.verdicts);
         }
-        if let Err(e) = self.store.append(&accepted) {
-            self.fail(&e.into());
+        if !accepted.is_empty() {
+            self.dirty = true;
+            if let Err(e) = self.store.append(&accepted) {
+                self.fail(&e.into());
+                // Not stored after all: say so, without blaming the senders.
+                for v in verdicts.iter_mut().flatten() {
+                    if *v == Verdict::Accepted {
+                        *v = Verdict::Rejected(ErrorKind::Store);
+                    }
+                }
+            }
         }
         verdicts
     }
 
-    fn checkpoint(&mut self) -> Result<(), CoreError> {
+    /// Refreshes the delay percentiles and checkpoints the documents when
+    /// the checkpoint interval has passed (made durable by the next commit).
+    pub fn tick(&mut self, now_ms: u64) {
+        self.delay_percentiles = percentiles(&self.delays);
+        let due = now_ms.saturating_sub(self.last_checkpoint_ms) >= self.config.checkpoint_interval_ms;
+        if due && self.failed.is_none() {
+            if let Err(e) = self.checkpoint(now_ms) {
+                self.fail(&e);
+            }
+        }
+    }
+
+    /// Saves every changed document and the version vector they contain
+    /// (made durable by the next commit).
+    pub fn checkpoint(&mut self, now_ms: u64) -> Result<(), CoreError> {
         let vv = self.replica.checkpoint()?;
         self.store.put_meta(SNAPSHOT_VV, &vv.to_bytes())?;
-        self.last_checkpoint = Instant::now();
+        self.last_checkpoint_ms = now_ms;
+        self.dirty = true;
         Ok(())
+    }
+
+    /// One flush for everything staged since the last commit (group
+    /// commit). `Ok`: acknowledgements may be sent and `publish` may go to
+    /// the network. `Err`: the store failed; nothing is published or
+    /// acknowledged, the durable vector does not advance, and the node
+    /// refuses writes from then on. With nothing to flush, returns `Ok`
+    /// without flushing.
+    pub fn commit(&mut self) -> Result<Commit, CoreError> {
+        if let Some(f) = &self.failed {
+            let e = CoreError::Failed(f.clone());
+            self.staged.clear();
+            self.staged_writes = 0;
+            return Err(e);
+        }
+        if !self.dirty {
+            return Ok(Commit {
+                publish: Vec::new(),
+                durable: self.durable.clone(),
+            });
+        }
+        if let Err(e) = self.store.flush() {
+            let e = CoreError::Failed(format!("flush: {e}"));
+            self.fail(&e);
+            self.staged.clear();
+            self.staged_writes = 0;
+            return Err(e);
+        }
+        self.dirty = false;
+        self.durable = self.replica.version_vector().clone();
+        self.metrics
+            .group_commit_size
+            .observe(std::mem::take(&mut self.staged_writes) as f64);
+        self.metrics.revision.set(self.durable.sum() as i64);
+        Ok(Commit {
+            publish: std::mem::take(&mut self.staged),
+            durable: self.durable.clone(),
+        })
+    }
+
+    /// What the last successful commit made durable: serve anti-entropy only
+    /// up to this.
+    pub fn durable(&self) -> &VersionVector {
+        &self.durable
+    }
+
+    /// Everything accepted, durable or not.
+    pub fn version_vector(&self) -> &VersionVector {
+        self.replica.version_vector()
+    }
+
+    /// The state to publish (durable vector); the delay percentiles are
+    /// refreshed by [`CoreState::tick`].
+    pub fn status(&self) -> CoreStatus {
+        CoreStatus {
+            version_vector: self.durable.clone(),
+            buffered: self.replica.buffered(),
+            delay_p50_ms: self.delay_percentiles.0,
+            delay_p99_ms: self.delay_percentiles.1,
+            failed: self.failed.clone(),
+        }
+    }
+
+    /// Why the node refuses writes, once storage failed.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The replica, for invariant checks (heads, document ids).
+    pub fn replica_mut(&mut self) -> &mut Replica<StoreDocs<S>> {
+        &mut self.replica
+    }
+
+    fn fail(&mut self, e: &CoreError) {
+        tracing::error!(error = %e, "storage failed; refusing writes");
+        let why = match e {
+            CoreError::Failed(why) => why.clone(),
+            other => other.to_string(),
+        };
+        self.failed.get_or_insert(why);
     }
 }
 
@@ -498,3 +562,175 @@ fn percentiles(delays: &VecDeque<u64>) -> (Option<u64>, Option<u64>) {
     let at = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
     (Some(at(0.5)), Some(at(0.99)))
 }
+
+// ---- the thread ----------------------------------------------------------
+
+/// The two admission queues, as the core thread holds them.
+#[derive(Debug)]
+pub struct Queues {
+    pub clients: mpsc::Receiver<ClientCommand>,
+    pub peers: mpsc::Receiver<PeerCommand>,
+}
+
+/// One batch of commands, taken fairly from both queues.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub clients: Vec<ClientCommand>,
+    pub peers: Vec<PeerCommand>,
+}
+
+impl Queues {
+    /// Takes what is queued without waiting: up to half of `max` from each
+    /// queue, the rest from whichever has more waiting.
+    pub fn take_ready(&mut self, max: usize) -> Batch {
+        let half = max / 2;
+        let mut batch = Batch::default();
+        drain(&mut self.clients, &mut batch.clients, half);
+        drain(&mut self.peers, &mut batch.peers, max - half);
+        let room = max - batch.clients.len() - batch.peers.len();
+        if room > 0 {
+            // Only a queue that filled its share can have more waiting.
+            if batch.clients.len() == half {
+                drain(&mut self.clients, &mut batch.clients, half + room);
+            } else {
+                drain(&mut self.peers, &mut batch.peers, max - batch.clients.len());
+            }
+        }
+        batch
+    }
+
+    /// Waits for the next batch; `None` once both queues are closed and
+    /// drained.
+    pub fn next_batch(&mut self, max: usize) -> Option<Batch> {
+        let batch = self.take_ready(max);
+        if !batch.clients.is_empty() || !batch.peers.is_empty() {
+            return Some(batch);
+        }
+        // Both empty: block on whichever speaks first (tokio's channels work
+        // outside a runtime). A closed queue's branch is disabled.
+        let first = futures::executor::block_on(async {
+            tokio::select! {
+                biased;
+                Some(c) = self.clients.recv() => Some(Ok(c)),
+                Some(p) = self.peers.recv() => Some(Err(p)),
+                else => None,
+            }
+        })?;
+        let mut batch = self.take_ready(max.saturating_sub(1));
+        match first {
+            Ok(c) => batch.clients.insert(0, c),
+            Err(p) => batch.peers.insert(0, p),
+        }
+        Some(batch)
+    }
+}
+
+fn drain<T>(rx: &mut mpsc::Receiver<T>, into: &mut Vec<T>, up_to: usize) {
+    while into.len() < up_to {
+        match rx.try_recv() {
+            Ok(v) => into.push(v),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Runs one batch against `state`: writes and reads, remote deltas (their
+/// verdicts answered at once), a tick, then one commit; publishes the status
+/// before acknowledging, then the durable local deltas to the network.
+pub fn run_batch<S: Store>(
+    state: &mut CoreState<S>,
+    batch: Batch,
+    now_ms: u64,
+    events: &mpsc::Sender<CoreEvent>,
+    status: &watch::Sender<CoreStatus>,
+) {
+    let mut acks: Vec<(Reply<Post>, Post)> = Vec::new();
+    let mut tick = false;
+    for command in batch.clients {
+        match command {
+            ClientCommand::Write { op, reply } => match state.write(op, now_ms) {
+                Ok(post) => acks.push((reply, post)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            ClientCommand::GetPost { id, reply } => {
+                let _ = reply.send(state.post(id));
+            }
+            ClientCommand::Posts {
+                limit,
+                before,
+                reply,
+            } => {
+                let _ = reply.send(state.posts(limit, before));
+            }
+            ClientCommand::Tick => tick = true,
+        }
+    }
+    if !batch.peers.is_empty() {
+        let (groups, replies): (Vec<_>, Vec<_>) = batch
+            .peers
+            .into_iter()
+            .map(
+                |PeerCommand::Remote {
+                     deltas,
+                     source,
+                     reply,
+                 }| ((deltas, source), reply),
+            )
+            .unzip();
+        for (verdicts, reply) in state.receive(groups, now_ms).into_iter().zip(replies) {
+            // Relays forward on this verdict without waiting for the flush.
+            let _ = reply.send(verdicts);
+        }
+    }
+    if tick {
+        state.tick(now_ms);
+    }
+    match state.commit() {
+        Ok(commit) => {
+            // Status first: the durable vector is the read-your-writes token.
+            status.send_replace(state.status());
+            for (reply, post) in acks {
+                let _ = reply.send(Ok(post));
+            }
+            if !commit.publish.is_empty() {
+                let bytes = commit.publish.iter().map(Delta::encode).collect();
+                // The network drains this channel in its own loop and never
+                // waits on the core, so a blocking send cannot deadlock.
+                let _ = events.blocking_send(CoreEvent::Publish(bytes));
+            }
+        }
+        Err(e) => {
+            // The durable vector did not advance; the status says failed.
+            status.send_replace(state.status());
+            for (reply, _) in acks {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// The core thread: serves both queues fairly until both are closed, then
+/// checkpoints and flushes. `clock` gives the time of each batch.
+pub fn run_core<S: Store>(
+    mut state: CoreState<S>,
+    mut queues: Queues,
+    events: mpsc::Sender<CoreEvent>,
+    status: watch::Sender<CoreStatus>,
+    mut clock: impl FnMut() -> u64,
+) {
+    while let Some(batch) = queues.next_batch(MAX_BATCH) {
+        run_batch(&mut state, batch, clock(), &events, &status);
+    }
+    if state.failed().is_none() {
+        let closed = state.checkpoint(clock()).and_then(|()| state.commit());
+        if let Err(e) = closed {
+            tracing::error!(error = %e, "final checkpoint");
+        }
+    }
+    tracing::info!("core stopped");
+}
+
+#[cfg(test)]
+mod tests;

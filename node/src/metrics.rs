@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
+use hearsay_crdt::ErrorKind;
 use prometheus_client::registry::Registry;
 
 /// Where a rejected or accepted delta came from.
@@ -23,7 +24,7 @@ pub enum Source {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
-    /// `hearsay_crdt::Error::kind()`: a fixed, small set.
+    /// [`ErrorKind::as_str`]: a fixed, small set.
     pub kind: &'static str,
     pub source: Source,
 }
@@ -61,6 +62,9 @@ pub struct Metrics {
     pub deltas_applied: Family<SourceLabels, Counter>,
     pub deltas_rejected: Family<RejectLabels, Counter>,
     pub deltas_duplicate: Counter,
+    /// Deltas stored (accepted, in the version vector and the log) whose
+    /// change automerge refused: counted apart, never blamed on the sender.
+    pub deltas_inert: Counter,
     pub sync_rounds: Counter,
     pub sync_deltas_served: Counter,
     pub http_requests: Family<RouteLabels, Counter>,
@@ -85,6 +89,7 @@ impl Metrics {
             deltas_applied: Family::default(),
             deltas_rejected: Family::default(),
             deltas_duplicate: Counter::default(),
+            deltas_inert: Counter::default(),
             sync_rounds: Counter::default(),
             sync_deltas_served: Counter::default(),
             http_requests: Family::default(),
@@ -124,6 +129,11 @@ impl Metrics {
             "deltas_duplicate",
             "Deltas received that were already held",
             m.deltas_duplicate.clone(),
+        );
+        r.register(
+            "deltas_inert",
+            "Deltas stored whose change automerge refused",
+            m.deltas_inert.clone(),
         );
         r.register(
             "sync_rounds",
@@ -190,34 +200,33 @@ impl Metrics {
         out
     }
 
-    pub fn reject(&self, kind: &'static str, source: Source) {
+    /// Counts one refused delta.
+    pub fn reject(&self, kind: ErrorKind, source: Source) {
         self.deltas_rejected
-            .get_or_create(&RejectLabels { kind, source })
+            .get_or_create(&RejectLabels {
+                kind: kind.as_str(),
+                source,
+            })
             .inc();
     }
 
-    /// Rejections by reason, summed over sources (for `/stats`).
+    /// Rejections by reason label, summed over sources (for `/stats`).
     pub fn rejections(&self) -> std::collections::BTreeMap<&'static str, u64> {
         let mut out = std::collections::BTreeMap::new();
-        for kind in [
-            "bad_signature",
-            "malformed",
-            "oversized",
-            "seq_gap",
-            "unknown_doc_kind",
-            "invalid_operation",
-            "automerge",
-        ] {
+        for kind in ErrorKind::ALL {
             let n: u64 = [Source::Local, Source::Gossip, Source::Sync]
                 .into_iter()
                 .map(|source| {
                     self.deltas_rejected
-                        .get_or_create(&RejectLabels { kind, source })
+                        .get_or_create(&RejectLabels {
+                            kind: kind.as_str(),
+                            source,
+                        })
                         .get()
                 })
                 .sum();
             if n > 0 {
-                out.insert(kind, n);
+                out.insert(kind.as_str(), n);
             }
         }
         out

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use hearsay_crdt::{Delta, MAX_DELTA_BYTES, VersionVector};
+use hearsay_crdt::{Delta, ErrorKind, MAX_DELTA_BYTES, Verdict, VersionVector};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
 use libp2p::metrics::Recorder;
 use libp2p::multiaddr::Protocol;
@@ -39,9 +39,9 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::{Command, CoreEvent, CoreStatus, Verdict};
+use crate::core::{CoreEvent, CoreStatus, PeerCommand};
 use crate::metrics::{Metrics, Source};
-use crate::store::{PageLimit, Store};
+use crate::store::{Store, read_page};
 
 /// The gossipsub topic deltas are pushed on.
 pub const DELTA_TOPIC: &str = "hearsay/deltas/1";
@@ -200,7 +200,7 @@ enum Pending {
     Validated {
         id: MessageId,
         source: PeerId,
-        verdict: Option<Verdict>,
+        verdict: Option<Vec<Verdict>>,
     },
     Served {
         channel: ResponseChannel<SyncResponse>,
@@ -209,7 +209,7 @@ enum Pending {
     Synced {
         peer: PeerId,
         more: bool,
-        verdict: Option<Verdict>,
+        verdict: Option<Vec<Verdict>>,
     },
 }
 
@@ -221,7 +221,7 @@ pub struct NetParts<S> {
     pub listen: Vec<Multiaddr>,
     pub sync_interval: Duration,
     pub target_peers: usize,
-    pub core: mpsc::Sender<Command>,
+    pub core: mpsc::Sender<PeerCommand>,
     pub core_events: mpsc::Receiver<CoreEvent>,
     pub core_status: watch::Receiver<CoreStatus>,
     pub store: S,
@@ -236,7 +236,7 @@ struct Net<S> {
     join: Vec<JoinPeer>,
     sync_interval: Duration,
     target_peers: usize,
-    core: mpsc::Sender<Command>,
+    core: mpsc::Sender<PeerCommand>,
     core_events: mpsc::Receiver<CoreEvent>,
     core_status: watch::Receiver<CoreStatus>,
     store: S,
@@ -320,7 +320,7 @@ pub async fn run<S: Store>(
             _ = sync_tick.tick() => net.start_sync(None),
             _ = housekeeping.tick() => {
                 net.redial_due();
-                if net.gap {
+                if net.gap || net.core_status.borrow().buffered > 0 {
                     net.start_sync(None);
                 }
                 let connected = net.swarm.connected_peers().count();
@@ -338,11 +338,11 @@ pub async fn run<S: Store>(
     Ok(())
 }
 
-fn acceptance(verdict: &Option<Verdict>) -> MessageAcceptance {
+fn acceptance(verdict: &Option<Vec<Verdict>>) -> MessageAcceptance {
     match verdict {
         None => MessageAcceptance::Ignore,
-        Some(v) if v.rejected.iter().any(|k| *k != "seq_gap") => MessageAcceptance::Reject,
-        Some(v) if v.accepted > 0 || v.buffered > 0 => MessageAcceptance::Accept,
+        Some(v) if v.iter().any(|v| v.blames_sender()) => MessageAcceptance::Reject,
+        Some(v) if v.iter().any(|v| v.is_new()) => MessageAcceptance::Accept,
         Some(_) => MessageAcceptance::Ignore,
     }
 }
@@ -354,27 +354,13 @@ fn serve_sync<S: Store>(
     request: &SyncRequest,
 ) -> Result<SyncResponse, String> {
     let theirs = VersionVector::from_bytes(&request.version_vector).map_err(|e| e.to_string())?;
-    let mut deltas = Vec::new();
-    let mut bytes = 0;
-    let mut more = false;
-    for (origin, range) in mine.missing_from(&theirs) {
-        let limit = PageLimit {
-            max_deltas: SYNC_PAGE_DELTAS - deltas.len(),
-            max_bytes: SYNC_PAGE_BYTES - bytes,
-            // Our own deltas above the published vector may not be durable yet.
-            up_to: *range.end(),
-        };
-        let page = store
-            .deltas_after(&origin, range.start() - 1, limit)
-            .map_err(|e| e.to_string())?;
-        bytes += page.iter().map(Vec::len).sum::<usize>();
-        deltas.extend(page.into_iter().map(ByteBuf::from));
-        if deltas.len() >= SYNC_PAGE_DELTAS || bytes >= SYNC_PAGE_BYTES {
-            more = true;
-            break;
-        }
-    }
-    Ok(SyncResponse { deltas, more })
+    // `mine` is the durable vector: nothing above it may leave the node.
+    let (deltas, more) = read_page(store, &theirs, mine, SYNC_PAGE_DELTAS, SYNC_PAGE_BYTES)
+        .map_err(|e| e.to_string())?;
+    Ok(SyncResponse {
+        deltas: deltas.into_iter().map(ByteBuf::from).collect(),
+        more,
+    })
 }
 
 impl<S: Store> Net<S> {
@@ -393,7 +379,6 @@ impl<S: Store> Net<S> {
                     }
                 }
             }
-            CoreEvent::Gap => self.gap = true,
         }
     }
 
@@ -402,9 +387,9 @@ impl<S: Store> Net<S> {
         &mut self,
         deltas: Vec<Delta>,
         source: Source,
-    ) -> Option<oneshot::Receiver<Verdict>> {
+    ) -> Option<oneshot::Receiver<Vec<Verdict>>> {
         let (reply, rx) = oneshot::channel();
-        match self.core.try_send(Command::Remote {
+        match self.core.try_send(PeerCommand::Remote {
             deltas,
             source,
             reply,
@@ -425,6 +410,7 @@ impl<S: Store> Net<S> {
                 source,
                 verdict,
             } => {
+                self.gap |= verdict.iter().flatten().any(|v| v.is_gap());
                 let acceptance = acceptance(&verdict);
                 self.swarm
                     .behaviour_mut()
@@ -448,7 +434,12 @@ impl<S: Store> Net<S> {
                 verdict,
             } => {
                 self.syncing.remove(&peer);
-                if more && verdict.is_some_and(|v| v.accepted + v.duplicates > 0) {
+                self.gap |= verdict.iter().flatten().any(|v| v.is_gap());
+                let progress = verdict.is_some_and(|v| {
+                    v.iter()
+                        .any(|v| matches!(v, Verdict::Accepted | Verdict::Duplicate))
+                });
+                if more && progress {
                     self.start_sync(Some(peer));
                 }
             }
@@ -635,7 +626,7 @@ impl<S: Store> Net<S> {
                                 .unwrap_or_else(|e| Err(e.to_string()));
                                 let response = served.unwrap_or_else(|e| {
                                     tracing::debug!(%peer, error = %e, "bad sync request");
-                                    metrics.reject("malformed", Source::Sync);
+                                    metrics.reject(ErrorKind::Malformed, Source::Sync);
                                     SyncResponse {
                                         deltas: Vec::new(),
                                         more: false,
@@ -693,7 +684,7 @@ impl<S: Store> Net<S> {
             Ok(d) => d,
             Err(e) => {
                 tracing::debug!(%source, error = %e, "undecodable gossip");
-                self.metrics.reject(e.kind().as_str(), Source::Gossip);
+                self.metrics.reject(e.kind(), Source::Gossip);
                 self.swarm
                     .behaviour_mut()
                     .gossipsub
@@ -727,7 +718,7 @@ impl<S: Store> Net<S> {
         for bytes in response.deltas.iter().take(SYNC_PAGE_DELTAS) {
             match Delta::decode(bytes) {
                 Ok(d) => deltas.push(d),
-                Err(e) => self.metrics.reject(e.kind().as_str(), Source::Sync),
+                Err(e) => self.metrics.reject(e.kind(), Source::Sync),
             }
         }
         if deltas.is_empty() {

@@ -2,7 +2,7 @@
 //! orderly shutdown.
 //!
 //! Shutdown order: stop the HTTP server (no new writes) and the network, then
-//! drop the last command sender so the core drains its queue, checkpoints the
+//! drop the last sender of both core queues so the core drains them, checkpoints the
 //! documents and flushes, and only then return.
 
 use std::future::Future;
@@ -15,7 +15,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, ApiState, NodeInfo};
 use crate::config::Settings;
-use crate::core::{COMMAND_QUEUE, Command, Core, CoreError};
+use crate::core::{
+    CLIENT_QUEUE, ClientCommand, CoreConfig, CoreError, CoreState, PEER_QUEUE, Queues, run_core,
+};
+use crate::store::SledStore;
 use crate::metrics::Metrics;
 use crate::net::{self, Announce, NetParts};
 
@@ -68,18 +71,37 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let metrics = Metrics::new(&settings.region, settings.geo);
     let core = {
         let (dir, metrics) = (settings.data_dir.join("db"), metrics.clone());
-        let (cache, every) = (settings.cache_docs, settings.checkpoint_interval);
-        tokio::task::spawn_blocking(move || Core::open(&dir, key, cache, every, metrics))
-            .await
-            .expect("store open task")?
+        let config = CoreConfig {
+            cache_docs: settings.cache_docs,
+            checkpoint_interval_ms: settings.checkpoint_interval.as_millis() as u64,
+        };
+        tokio::task::spawn_blocking(move || {
+            let store = SledStore::open(&dir).map_err(CoreError::from)?;
+            CoreState::open(store, key, config, metrics, crate::core::now_ms())
+        })
+        .await
+        .expect("store open task")?
     };
-    let store = core.store();
-    let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let store = core.store().clone();
+    let (client_tx, client_rx) = mpsc::channel(CLIENT_QUEUE);
+    let (peer_tx, peer_rx) = mpsc::channel(PEER_QUEUE);
     let (event_tx, event_rx) = mpsc::channel(CORE_EVENTS);
     let (core_status_tx, core_status) = watch::channel(core.status());
+    let queues = Queues {
+        clients: client_rx,
+        peers: peer_rx,
+    };
     let core_thread = std::thread::Builder::new()
         .name("hearsay-core".into())
-        .spawn(move || core.run(command_rx, event_tx, core_status_tx))
+        .spawn(move || {
+            run_core(
+                core,
+                queues,
+                event_tx,
+                core_status_tx,
+                crate::core::now_ms,
+            )
+        })
         .expect("spawn core thread");
 
     let listener = tokio::net::TcpListener::bind(settings.http)
@@ -108,7 +130,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             listen: settings.listen.clone(),
             sync_interval: settings.sync_interval,
             target_peers: settings.target_peers,
-            core: command_tx.clone(),
+            core: peer_tx,
             core_events: event_rx,
             core_status: core_status.clone(),
             store,
@@ -124,7 +146,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     ));
 
     let ticker = {
-        let (core, metrics, mut stop) = (command_tx.clone(), metrics.clone(), stop_rx.clone());
+        let (core, metrics, mut stop) = (client_tx.clone(), metrics.clone(), stop_rx.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
             loop {
@@ -132,7 +154,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
                     _ = stop.wait_for(|s| *s) => break,
                     _ = tick.tick() => {
                         metrics.heartbeat_timestamp_seconds.set(crate::core::now_ms() as f64 / 1000.0);
-                        let _ = core.try_send(Command::Tick);
+                        let _ = core.try_send(ClientCommand::Tick);
                     }
                 }
             }
@@ -140,7 +162,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     };
 
     let state = ApiState {
-        core: command_tx,
+        core: client_tx,
         core_status,
         net_status,
         metrics,
@@ -178,7 +200,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     };
     let _ = http.await;
     let _ = ticker.await;
-    // Every command sender is gone now: the core drains, checkpoints, flushes.
+    // Every sender of both queues is gone now: the core drains, checkpoints,
+    // flushes.
     let core_result = match core_result {
         Some(r) => r,
         None => core_done.await,

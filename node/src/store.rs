@@ -16,10 +16,23 @@
 //!
 //! Nothing is durable until [`Store::flush`] returns: the node batches many
 //! writes into one flush (group commit).
+//!
+//! Crashes are modelled, not assumed: [`MemoryStore`] keeps the state its
+//! last flush made durable beside the live one, and [`MemoryStore::crashed`]
+//! returns what a restart would find; for sled the [`conformance`] suite
+//! copies the data directory while the first handle is still alive (a clean
+//! drop would write everything and hide a flush that did nothing).
+//! [`FaultyStore`] wraps any store and injects storage faults (failed
+//! flushes) for tests and the simulation.
+//!
+//! [`read_page`] is the serving side of anti-entropy: the deltas a peer's
+//! version vector lacks, up to a bound (the durable vector), per origin in
+//! seq order, in bounded pages.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hearsay_crdt::{Delta, DocId, NodeId, VersionVector};
@@ -31,6 +44,9 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A fault injected by [`FaultyStore`].
+    #[error("injected storage fault: {0}")]
+    Injected(&'static str),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -228,14 +244,51 @@ impl Store for SledStore {
     }
 }
 
-#[derive(Default, Debug)]
-struct Memory {
+#[derive(Clone, Default, Debug)]
+struct Tables {
     log: BTreeMap<[u8; 40], Vec<u8>>,
     docs: BTreeMap<String, Vec<u8>>,
     meta: BTreeMap<String, Vec<u8>>,
 }
 
-/// [`Store`] in memory (tests, benchmarks); `flush` is a no-op.
+/// One write not yet made durable.
+#[derive(Debug)]
+enum Pending {
+    Log([u8; 40], Vec<u8>),
+    Doc(String, Vec<u8>),
+    Meta(String, Vec<u8>),
+}
+
+impl Tables {
+    fn apply(&mut self, write: Pending) {
+        match write {
+            Pending::Log(k, v) => {
+                self.log.insert(k, v);
+            }
+            Pending::Doc(k, v) => {
+                self.docs.insert(k, v);
+            }
+            Pending::Meta(k, v) => {
+                self.meta.insert(k, v);
+            }
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+struct Memory {
+    /// What reads see: every write so far.
+    live: Tables,
+    /// What the last flush made durable: all a crash leaves.
+    durable: Tables,
+    /// Writes since the last flush, in order.
+    pending: Vec<Pending>,
+}
+
+/// [`Store`] in memory (tests, benchmarks, the simulation). Writes are
+/// visible at once; [`Store::flush`] makes them durable, and
+/// [`MemoryStore::crashed`] returns the store a restart after a crash would
+/// find: only what was flushed.
 #[derive(Clone, Default, Debug)]
 pub struct MemoryStore(Arc<Mutex<Memory>>);
 
@@ -243,15 +296,42 @@ impl MemoryStore {
     fn with<T>(&self, f: impl FnOnce(&mut Memory) -> T) -> T {
         f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
+
+    fn write(&self, write: Pending) {
+        self.with(|m| {
+            let copy = match &write {
+                Pending::Log(k, v) => Pending::Log(*k, v.clone()),
+                Pending::Doc(k, v) => Pending::Doc(k.clone(), v.clone()),
+                Pending::Meta(k, v) => Pending::Meta(k.clone(), v.clone()),
+            };
+            m.live.apply(copy);
+            m.pending.push(write);
+        });
+    }
+
+    /// A new, independent store holding only what the last successful flush
+    /// of this one made durable: unflushed appends, document saves and meta
+    /// writes are lost, as in a crash.
+    pub fn crashed(&self) -> MemoryStore {
+        let durable = self.with(|m| m.durable.clone());
+        MemoryStore(Arc::new(Mutex::new(Memory {
+            live: durable.clone(),
+            durable,
+            pending: Vec::new(),
+        })))
+    }
+
+    /// Writes waiting for a flush.
+    pub fn unflushed(&self) -> usize {
+        self.with(|m| m.pending.len())
+    }
 }
 
 impl Store for MemoryStore {
     fn append(&self, deltas: &[Delta]) -> StoreResult<()> {
-        self.with(|m| {
-            for d in deltas {
-                m.log.insert(log_key(&d.origin, d.seq), d.encode());
-            }
-        });
+        for d in deltas {
+            self.write(Pending::Log(log_key(&d.origin, d.seq), d.encode()));
+        }
         Ok(())
     }
 
@@ -266,7 +346,8 @@ impl Store for MemoryStore {
         };
         self.with(|m| {
             limit.take(
-                m.log
+                m.live
+                    .log
                     .range(range)
                     .map(|(_, v)| Ok::<_, StoreError>(v.clone())),
             )
@@ -274,25 +355,26 @@ impl Store for MemoryStore {
     }
 
     fn log_version_vector(&self) -> StoreResult<VersionVector> {
-        self.with(|m| m.log.keys().map(|k| parse_log_key(k)).collect())
+        self.with(|m| m.live.log.keys().map(|k| parse_log_key(k)).collect())
     }
 
     fn log_len(&self) -> StoreResult<u64> {
-        Ok(self.with(|m| m.log.len() as u64))
+        Ok(self.with(|m| m.live.log.len() as u64))
     }
 
     fn save_doc(&self, id: &DocId, bytes: &[u8]) -> StoreResult<()> {
-        self.with(|m| m.docs.insert(id.to_string(), bytes.to_vec()));
+        self.write(Pending::Doc(id.to_string(), bytes.to_vec()));
         Ok(())
     }
 
     fn load_doc(&self, id: &DocId) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self.with(|m| m.docs.get(&id.to_string()).cloned()))
+        Ok(self.with(|m| m.live.docs.get(&id.to_string()).cloned()))
     }
 
     fn doc_ids(&self, prefix: &str) -> StoreResult<Vec<DocId>> {
         self.with(|m| {
-            m.docs
+            m.live
+                .docs
                 .range(prefix.to_owned()..)
                 .take_while(|(k, _)| k.starts_with(prefix))
                 .map(|(k, _)| parse_doc_id(k.as_bytes()))
@@ -301,17 +383,172 @@ impl Store for MemoryStore {
     }
 
     fn put_meta(&self, key: &str, value: &[u8]) -> StoreResult<()> {
-        self.with(|m| m.meta.insert(key.to_owned(), value.to_vec()));
+        self.write(Pending::Meta(key.to_owned(), value.to_vec()));
         Ok(())
     }
 
     fn get_meta(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self.with(|m| m.meta.get(key).cloned()))
+        Ok(self.with(|m| m.live.meta.get(key).cloned()))
     }
 
     fn flush(&self) -> StoreResult<()> {
+        self.with(|m| {
+            for write in std::mem::take(&mut m.pending) {
+                m.durable.apply(write);
+            }
+        });
         Ok(())
     }
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    /// Flushes still to fail.
+    fail_flushes: AtomicU64,
+    /// Flushes that failed so far.
+    failed_flushes: AtomicU64,
+}
+
+/// A [`Store`] that injects storage faults into another one, for tests and
+/// the simulation. Clones share the armed faults.
+///
+/// A failed flush returns an error without flushing the inner store: what
+/// was written since the last good flush is not durable, and a crash (see
+/// [`FaultyStore::crashed`]) loses it.
+#[derive(Clone, Debug)]
+pub struct FaultyStore<S> {
+    inner: S,
+    faults: Arc<Faults>,
+}
+
+impl<S: Store> FaultyStore<S> {
+    /// Wraps `inner` with no fault armed.
+    pub fn new(inner: S) -> Self {
+        FaultyStore {
+            inner,
+            faults: Arc::default(),
+        }
+    }
+
+    /// Makes the next `n` flushes fail (replacing any count still armed).
+    pub fn fail_flushes(&self, n: u64) {
+        self.faults.fail_flushes.store(n, Ordering::SeqCst);
+    }
+
+    /// Flushes that failed by injection so far.
+    pub fn failed_flushes(&self) -> u64 {
+        self.faults.failed_flushes.load(Ordering::SeqCst)
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl FaultyStore<MemoryStore> {
+    /// The store a restart after a crash would find (see
+    /// [`MemoryStore::crashed`]), with no fault armed.
+    pub fn crashed(&self) -> Self {
+        FaultyStore::new(self.inner.crashed())
+    }
+}
+
+impl<S: Store> Store for FaultyStore<S> {
+    fn append(&self, deltas: &[Delta]) -> StoreResult<()> {
+        self.inner.append(deltas)
+    }
+
+    fn deltas_after(
+        &self,
+        origin: &NodeId,
+        after: u64,
+        limit: PageLimit,
+    ) -> StoreResult<Vec<Vec<u8>>> {
+        self.inner.deltas_after(origin, after, limit)
+    }
+
+    fn log_version_vector(&self) -> StoreResult<VersionVector> {
+        self.inner.log_version_vector()
+    }
+
+    fn log_len(&self) -> StoreResult<u64> {
+        self.inner.log_len()
+    }
+
+    fn save_doc(&self, id: &DocId, bytes: &[u8]) -> StoreResult<()> {
+        self.inner.save_doc(id, bytes)
+    }
+
+    fn load_doc(&self, id: &DocId) -> StoreResult<Option<Vec<u8>>> {
+        self.inner.load_doc(id)
+    }
+
+    fn doc_ids(&self, prefix: &str) -> StoreResult<Vec<DocId>> {
+        self.inner.doc_ids(prefix)
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> StoreResult<()> {
+        self.inner.put_meta(key, value)
+    }
+
+    fn get_meta(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.inner.get_meta(key)
+    }
+
+    fn flush(&self) -> StoreResult<()> {
+        let armed = self
+            .faults
+            .fail_flushes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if armed.is_ok() {
+            self.faults.failed_flushes.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Injected("flush failed"));
+        }
+        self.inner.flush()
+    }
+}
+
+/// The encoded deltas that `theirs` lacks, up to `up_to` (e.g. the durable
+/// version vector: nothing above it may be served), per origin in seq order:
+/// at most `max_deltas` deltas and `max_bytes` bytes, except that a page
+/// always holds at least one delta when there is one to send (so a single
+/// delta larger than `max_bytes` cannot stall a peer). The flag is "more":
+/// the page was cut short by a bound, ask again.
+pub fn read_page<S: Store>(
+    store: &S,
+    theirs: &VersionVector,
+    up_to: &VersionVector,
+    max_deltas: usize,
+    max_bytes: usize,
+) -> StoreResult<(Vec<Vec<u8>>, bool)> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut bytes = 0;
+    for (origin, range) in up_to.missing_from(theirs) {
+        if out.len() >= max_deltas {
+            return Ok((out, true));
+        }
+        let limit = PageLimit {
+            max_deltas: max_deltas - out.len(),
+            // `take` always returns one delta; whether it fits is decided below.
+            max_bytes: max_bytes.saturating_sub(bytes),
+            up_to: *range.end(),
+        };
+        let page = store.deltas_after(&origin, range.start() - 1, limit)?;
+        let wanted = range.end() - range.start() + 1;
+        let got = page.len() as u64;
+        for delta in page {
+            if !out.is_empty() && bytes + delta.len() > max_bytes {
+                return Ok((out, true));
+            }
+            bytes += delta.len();
+            out.push(delta);
+        }
+        if got < wanted {
+            // Cut short by a bound (the log holds every seq up to `up_to`).
+            return Ok((out, true));
+        }
+    }
+    Ok((out, false))
 }
 
 /// Adapts a [`Store`] to the replica's document provider.
@@ -338,12 +575,28 @@ impl<S: Store> hearsay_crdt::DocStore for StoreDocs<S> {
     }
 }
 
-/// The conformance suite every [`Store`] must pass. `reopen` must return a
-/// store over the same durable state (for sled: the same directory after the
-/// previous handle is dropped).
+/// The conformance suite every [`Store`] must pass.
+///
+/// Durability is checked against a modelled crash, not a clean reopen: a
+/// clean close may write everything (sled's `Drop` does), which would let a
+/// flush that did nothing pass. The suite asks `open` for
+/// [`Open::AfterCrash`] while the first store is still open and checks that
+/// what was flushed is there.
 pub mod conformance {
     use super::*;
     use hearsay_crdt::Keypair;
+
+    /// How the suite wants a store opened.
+    #[derive(Debug)]
+    pub enum Open<'a, S> {
+        /// A new, empty store.
+        Fresh,
+        /// The store a restart would find if the machine died now, while
+        /// `previous` is still open: only what reached durable storage (for
+        /// sled: a copy of the data directory's files; for [`MemoryStore`]:
+        /// [`MemoryStore::crashed`]).
+        AfterCrash(&'a S),
+    }
 
     fn deltas(key: &Keypair, seqs: std::ops::RangeInclusive<u64>) -> Vec<Delta> {
         seqs.map(|s| Delta::sign(key, s, DocId::Public(s), vec![s as u8; 10], s).unwrap())
@@ -356,15 +609,13 @@ pub mod conformance {
         up_to: u64::MAX,
     };
 
-    /// Runs every check against stores made by `open` (called with `true` for
-    /// a fresh store and `false` to reopen the previous one after a flush).
-    pub fn run<S: Store>(mut open: impl FnMut(bool) -> S) {
+    /// Runs every check against stores made by `open`.
+    pub fn run<S: Store>(mut open: impl FnMut(Open<'_, S>) -> S) {
         let a = Keypair::from_secret([1; 32]);
         let b = Keypair::from_secret([2; 32]);
-        let store = open(true);
+        let store = open(Open::Fresh);
         assert_eq!(store.log_version_vector().unwrap(), VersionVector::new());
         assert_eq!(store.log_len().unwrap(), 0);
-
         // Log: per-origin order, ranges, pages.
         let da = deltas(&a, 1..=20);
         store.append(&da[..10]).unwrap();
@@ -459,41 +710,191 @@ pub mod conformance {
         assert_eq!(store.get_meta("k").unwrap().as_deref(), Some(&b"v"[..]));
         assert_eq!(store.get_meta("missing").unwrap(), None);
 
-        // Durability: everything flushed is there after a reopen.
+        // Anti-entropy pages.
+        read_pages(&store, &a, &b, &da);
+
+        // Durability: everything flushed is there after a crash.
         store.flush().unwrap();
-        drop(store);
-        let store = open(false);
-        assert_eq!(store.log_version_vector().unwrap(), vv);
+        let crashed = open(Open::AfterCrash(&store));
         assert_eq!(
-            store.deltas_after(&a.id(), 19, ALL).unwrap(),
+            crashed.log_version_vector().unwrap(),
+            vv,
+            "flushed log entries lost in a crash"
+        );
+        assert_eq!(
+            crashed.deltas_after(&a.id(), 19, ALL).unwrap(),
             vec![da[19].encode()]
         );
         assert_eq!(
-            store.load_doc(&p1).unwrap().as_deref(),
-            Some(&b"one again"[..])
+            crashed.load_doc(&p1).unwrap().as_deref(),
+            Some(&b"one again"[..]),
+            "flushed document lost in a crash"
         );
-        assert_eq!(store.get_meta("k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(crashed.doc_ids("").unwrap().len(), 3);
+        assert_eq!(
+            crashed.get_meta("k").unwrap().as_deref(),
+            Some(&b"v"[..]),
+            "flushed meta lost in a crash"
+        );
+        drop(crashed);
+
+        // A second group commit on the same store survives too.
+        let more = deltas(&a, 21..=25);
+        store.append(&more).unwrap();
+        store.save_doc(&p2, b"two again").unwrap();
+        store.put_meta("k", b"v2").unwrap();
+        store.flush().unwrap();
+        let crashed = open(Open::AfterCrash(&store));
+        assert_eq!(crashed.log_version_vector().unwrap().get(&a.id()), 25);
+        assert_eq!(
+            crashed.deltas_after(&a.id(), 20, ALL).unwrap(),
+            more.iter().map(Delta::encode).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            crashed.load_doc(&p2).unwrap().as_deref(),
+            Some(&b"two again"[..])
+        );
+        assert_eq!(crashed.get_meta("k").unwrap().as_deref(), Some(&b"v2"[..]));
+        // The recovered store takes writes and serves them.
+        crashed.append(&deltas(&b, 4..=4)).unwrap();
+        crashed.flush().unwrap();
+        assert_eq!(crashed.log_version_vector().unwrap().get(&b.id()), 4);
     }
+
+    /// [`read_page`]: what a peer lacks, bounded by the durable vector and
+    /// the page limits, per origin in seq order, with an honest "more".
+    fn read_pages<S: Store>(store: &S, a: &Keypair, b: &Keypair, da: &[Delta]) {
+        let enc = |ds: &[Delta]| ds.iter().map(Delta::encode).collect::<Vec<_>>();
+        let db = deltas(b, 1..=3);
+        let mut theirs = VersionVector::new();
+        theirs.set(a.id(), 5);
+        let mut up_to = VersionVector::new();
+        up_to.set(a.id(), 20);
+        up_to.set(b.id(), 3);
+        let mut all = enc(&da[5..]);
+        all.extend(enc(&db));
+        all.sort_by_key(|e| {
+            let d = Delta::decode(e).unwrap();
+            (d.origin, d.seq)
+        });
+        let (page, more) = read_page(store, &theirs, &up_to, 100, usize::MAX).unwrap();
+        assert_eq!((page.len(), more), (18, false));
+        assert_eq!(page, all, "per origin, in seq order");
+        // Bounded by count: the page is full, ask again.
+        let (page, more) = read_page(store, &theirs, &up_to, 10, usize::MAX).unwrap();
+        assert_eq!(page, all[..10]);
+        assert!(more);
+        let (page, more) = read_page(store, &theirs, &up_to, 18, usize::MAX).unwrap();
+        assert_eq!((page.len(), more), (18, false));
+        // Bounded by bytes; a page always makes progress.
+        let one = da[0].encode().len();
+        let (page, more) = read_page(store, &theirs, &up_to, 100, one * 3).unwrap();
+        assert_eq!((page.len(), more), (3, true));
+        let (page, more) = read_page(store, &theirs, &up_to, 100, 1).unwrap();
+        assert_eq!((page.len(), more), (1, true));
+        // Nothing above `up_to` is served, whatever the log holds.
+        let mut low = VersionVector::new();
+        low.set(a.id(), 7);
+        let (page, more) = read_page(store, &theirs, &low, 100, usize::MAX).unwrap();
+        assert_eq!((page, more), (enc(&da[5..7]), false));
+        // Caught up: nothing to send.
+        let (page, more) = read_page(store, &up_to, &up_to, 100, usize::MAX).unwrap();
+        assert!(page.is_empty() && !more);
+    }
+}
+
+/// Copies the files of a directory tree (a sled data directory) as they are
+/// on disk now.
+#[cfg(test)]
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::conformance::Open;
     use super::*;
+    use hearsay_crdt::Keypair;
 
     #[test]
     fn sled_store_conforms() {
         let dir = tempfile::tempdir().unwrap();
-        conformance::run(|_| SledStore::open(dir.path()).unwrap());
+        let mut copies = Vec::new();
+        conformance::run(|mode| match mode {
+            Open::Fresh => SledStore::open(dir.path()).unwrap(),
+            Open::AfterCrash(_) => {
+                // Only the files as they are on disk: the first handle is
+                // still open, so nothing is written on its behalf.
+                let copy = tempfile::tempdir().unwrap();
+                copy_dir(dir.path(), copy.path()).unwrap();
+                let store = SledStore::open(copy.path()).unwrap();
+                copies.push(copy);
+                store
+            }
+        });
     }
 
     #[test]
     fn memory_store_conforms() {
-        let mut keep: Option<MemoryStore> = None;
-        conformance::run(|fresh| {
-            if fresh || keep.is_none() {
-                keep = Some(MemoryStore::default());
-            }
-            keep.clone().unwrap()
+        conformance::run(|mode| match mode {
+            Open::Fresh => MemoryStore::default(),
+            Open::AfterCrash(previous) => previous.crashed(),
         });
+    }
+
+    #[test]
+    fn faulty_store_conforms_when_no_fault_is_armed() {
+        conformance::run(|mode| match mode {
+            Open::Fresh => FaultyStore::new(MemoryStore::default()),
+            Open::AfterCrash(previous) => previous.crashed(),
+        });
+    }
+
+    fn delta(seq: u64) -> Delta {
+        let key = Keypair::from_secret([7; 32]);
+        Delta::sign(&key, seq, DocId::Public(seq), vec![1, 2, 3], seq).unwrap()
+    }
+
+    #[test]
+    fn a_crash_loses_what_was_not_flushed() {
+        let store = MemoryStore::default();
+        store.append(&[delta(1)]).unwrap();
+        store.put_meta("k", b"1").unwrap();
+        store.flush().unwrap();
+        store.append(&[delta(2)]).unwrap();
+        store.save_doc(&DocId::Public(1), b"doc").unwrap();
+        store.put_meta("k", b"2").unwrap();
+        assert_eq!(store.unflushed(), 3);
+        // Reads see everything; a crash keeps only the flushed state.
+        assert_eq!(store.log_len().unwrap(), 2);
+        let crashed = store.crashed();
+        assert_eq!(crashed.log_len().unwrap(), 1);
+        assert_eq!(crashed.load_doc(&DocId::Public(1)).unwrap(), None);
+        assert_eq!(crashed.get_meta("k").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(crashed.unflushed(), 0);
+    }
+
+    #[test]
+    fn a_failed_flush_makes_nothing_durable() {
+        let store = FaultyStore::new(MemoryStore::default());
+        store.append(&[delta(1)]).unwrap();
+        store.fail_flushes(2);
+        assert!(matches!(store.flush(), Err(StoreError::Injected(_))));
+        assert!(store.flush().is_err());
+        assert_eq!(store.failed_flushes(), 2);
+        assert_eq!(store.crashed().log_len().unwrap(), 0, "nothing durable");
+        // Disarmed: the next flush works and makes the earlier writes durable.
+        store.flush().unwrap();
+        assert_eq!(store.crashed().log_len().unwrap(), 1);
     }
 }
