@@ -1,43 +1,53 @@
-//! The network actor: one task owns the libp2p swarm.
+//! The network actor: one task owns the libp2p swarm and translates.
+//!
+//! Every protocol decision (which peer to ask, when to ask again, what to
+//! serve, whether to forward a pushed delta, when to give up on a link and
+//! when to redial) is made by [`hearsay_sync::SyncMachine`]; this actor only
+//! turns swarm events into machine events and machine commands into swarm
+//! calls, store reads and core requests:
 //!
 //! - Push: every durable local delta is published on one gossipsub topic.
 //!   Validation is manual: a received message is decoded and handed to the
-//!   core, and only a delta the core accepted (or buffered) is forwarded; a
-//!   bad signature or malformed bytes is rejected and penalises the sender.
-//! - Pull (scuttlebutt anti-entropy): every `sync_interval`, and at once when
-//!   the core reports a gap, the node sends its version vector to a random
-//!   peer over request-response; the peer answers with the deltas the vector
-//!   lacks, in per-origin seq order, in bounded pages, and the node asks
-//!   again while pages come back full.
-//! - Discovery: identify feeds listen addresses into kad; kad's routing
-//!   table supplies more peers to dial while below `target_peers`.
-//! - Join peers are redialled with exponential backoff.
+//!   core on its peer queue; the core's verdicts go to the machine, whose
+//!   acceptance goes back to gossipsub (forward, ignore, or reject and
+//!   penalise the sender).
+//! - Pull (scuttlebutt anti-entropy): request-response pages of the deltas a
+//!   version vector lacks, read from the store off the reactor, never beyond
+//!   the durable vector.
+//! - Links: pings every second with a short timeout feed the machine's
+//!   failure detection; its `Disconnect` closes the link and its `Dial`s
+//!   redial join peers and dialled peers with a capped backoff.
+//! - Discovery: identify feeds listen addresses into kad and an address
+//!   book; kad's routing updates are offered to the machine.
 //!
 //! The actor never waits on the core: deltas go to it with `try_send`, and
 //! its answers come back as futures polled in the same `select!` loop.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::pin::Pin;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use hearsay_crdt::{Delta, ErrorKind, MAX_DELTA_BYTES, Verdict, VersionVector};
+use hearsay_crdt::{Delta, MAX_DELTA_BYTES, Verdict, VersionVector};
+use hearsay_sync::{Acceptance, Batch, Command, Empty, Event, RequestId, SyncMachine};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
 use libp2p::metrics::Recorder;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, identity, kad, noise,
     ping, tcp, yamux,
 };
-use rand::seq::IteratorRandom;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, Sleep};
 
 use crate::core::{CoreEvent, CoreStatus, PeerCommand};
 use crate::metrics::{Metrics, Source};
@@ -55,11 +65,20 @@ pub const SYNC_PAGE_BYTES: usize = 4 << 20;
 const SYNC_REQUEST_MAX: u64 = 256 << 10;
 /// Largest sync response: a full page plus CBOR framing.
 const SYNC_RESPONSE_MAX: u64 = (SYNC_PAGE_BYTES + SYNC_PAGE_DELTAS * 16 + 1024) as u64;
-const REDIAL_MIN: Duration = Duration::from_millis(500);
-const REDIAL_MAX: Duration = Duration::from_secs(30);
-/// Anti-entropy pages read for peers at once (each up to `SYNC_PAGE_BYTES`).
-const MAX_SERVING: usize = 8;
-const KAD_BOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
+/// How often a link is pinged, and how long an answer may take. Two missed
+/// pings in a row (the machine's `max_ping_failures`) close the link, so a
+/// dead link is noticed in three to five seconds.
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+pub const PING_TIMEOUT: Duration = Duration::from_millis(1500);
+/// libp2p's own limit on a sync request; the machine gives up earlier
+/// (`request_timeout_ms`) and retries on another peer.
+const SYNC_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Addresses kept per peer for redials (from identify and kad).
+const MAX_ADDRS_PER_PEER: usize = 8;
+/// Peers whose addresses are kept for redials.
+const MAX_ADDRESS_BOOK: usize = 1024;
+/// How often the peer count is published to the API and metrics.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
 
 /// Anti-entropy request: "this is what I have".
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -129,7 +148,7 @@ pub fn build_swarm(
                 codec,
                 [(SYNC_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default()
-                    .with_request_timeout(Duration::from_secs(30))
+                    .with_request_timeout(SYNC_REQUEST_TIMEOUT)
                     .with_max_concurrent_streams(64),
             );
             let peer_id = key.public().to_peer_id();
@@ -155,7 +174,9 @@ pub fn build_swarm(
                         .with_agent_version(format!("hearsay/{}", env!("CARGO_PKG_VERSION"))),
                 ),
                 ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(Duration::from_secs(5)),
+                    ping::Config::new()
+                        .with_interval(PING_INTERVAL)
+                        .with_timeout(PING_TIMEOUT),
                 ),
                 kad,
             })
@@ -181,6 +202,7 @@ pub struct NetStatus {
     pub listen_addrs: Vec<Multiaddr>,
 }
 
+
 /// Where the node announces its addresses once listening.
 #[derive(Debug, Clone)]
 pub struct Announce {
@@ -189,38 +211,14 @@ pub struct Announce {
     pub region: String,
 }
 
-struct JoinPeer {
-    addr: Multiaddr,
-    peer: PeerId,
-    backoff: Duration,
-    next_dial: Option<Instant>,
-}
-
-enum Pending {
-    Validated {
-        id: MessageId,
-        source: PeerId,
-        verdict: Option<Vec<Verdict>>,
-    },
-    Served {
-        channel: ResponseChannel<SyncResponse>,
-        response: SyncResponse,
-    },
-    Synced {
-        peer: PeerId,
-        more: bool,
-        verdict: Option<Vec<Verdict>>,
-    },
-}
-
 /// Everything the network actor needs.
 #[allow(missing_debug_implementations)] // holds the swarm
 pub struct NetParts<S> {
     pub swarm: Swarm<Behaviour>,
     pub join: Vec<Multiaddr>,
     pub listen: Vec<Multiaddr>,
-    pub sync_interval: Duration,
-    pub target_peers: usize,
+    /// The machine's rules and timings.
+    pub sync: hearsay_sync::Config,
     pub core: mpsc::Sender<PeerCommand>,
     pub core_events: mpsc::Receiver<CoreEvent>,
     pub core_status: watch::Receiver<CoreStatus>,
@@ -230,12 +228,34 @@ pub struct NetParts<S> {
     pub announce: Announce,
 }
 
+/// Work the actor waits for without blocking its loop.
+enum Pending {
+    /// The core's verdicts on a batch it was handed.
+    Verdicts {
+        batch: Batch<PeerId, MessageId>,
+        verdicts: Option<Vec<Verdict>>,
+    },
+    /// A page read from the store for a peer.
+    Served {
+        request: RequestId,
+        response: SyncResponse,
+    },
+}
+
 struct Net<S> {
     swarm: Swarm<Behaviour>,
     topic: IdentTopic,
-    join: Vec<JoinPeer>,
-    sync_interval: Duration,
-    target_peers: usize,
+    machine: SyncMachine<PeerId, MessageId>,
+    /// The machine's clock: milliseconds since the actor started.
+    epoch: Instant,
+    timer: Pin<Box<Sleep>>,
+    /// Join peers' addresses, dialled by peer id.
+    join: BTreeMap<PeerId, Multiaddr>,
+    /// Listen addresses peers announced (identify, kad), for redials.
+    addresses: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Response channels of the sync requests being answered.
+    requests: HashMap<RequestId, ResponseChannel<SyncResponse>>,
+    next_request: u64,
     core: mpsc::Sender<PeerCommand>,
     core_events: mpsc::Receiver<CoreEvent>,
     core_status: watch::Receiver<CoreStatus>,
@@ -246,10 +266,9 @@ struct Net<S> {
     announce: Announce,
     listen_addrs: Vec<Multiaddr>,
     pending: FuturesUnordered<BoxFuture<'static, Pending>>,
-    syncing: HashSet<PeerId>,
-    /// Anti-entropy pages being read for peers.
-    serving: usize,
-    gap: bool,
+    /// Events produced while carrying out commands, fed before the next
+    /// swarm event (a full core queue, for instance).
+    inbox: VecDeque<Event<PeerId, MessageId>>,
 }
 
 /// Starts listening and runs the actor until `shutdown` turns true.
@@ -272,26 +291,34 @@ pub async fn run<S: Store>(
         .gossipsub
         .subscribe(&topic)
         .map_err(|e| NetError::Build(e.to_string()))?;
-    let join = parts
+    let join: BTreeMap<PeerId, Multiaddr> = parts
         .join
         .into_iter()
         .filter_map(|addr| match addr.iter().last() {
-            Some(Protocol::P2p(peer)) => Some(JoinPeer {
-                addr,
-                peer,
-                backoff: REDIAL_MIN,
-                next_dial: Some(Instant::now()),
-            }),
+            Some(Protocol::P2p(peer)) => Some((peer, addr)),
             _ => None,
         })
         .collect();
     let p2p_metrics = parts.metrics.with_registry(libp2p::metrics::Metrics::new);
+    let mut machine = SyncMachine::new(
+        parts.sync,
+        rand::random(),
+        join.keys().copied().collect(),
+        0,
+    );
+    let durable = parts.core_status.borrow().version_vector.clone();
+    machine.handle(0, Event::Durable(durable));
+    let epoch = Instant::now();
     let mut net = Net {
         swarm,
         topic,
+        machine,
+        epoch,
+        timer: Box::pin(tokio::time::sleep_until(epoch)),
         join,
-        sync_interval: parts.sync_interval,
-        target_peers: parts.target_peers,
+        addresses: HashMap::new(),
+        requests: HashMap::new(),
+        next_request: 0,
         core: parts.core,
         core_events: parts.core_events,
         core_status: parts.core_status,
@@ -302,68 +329,217 @@ pub async fn run<S: Store>(
         announce: parts.announce,
         listen_addrs: Vec::new(),
         pending: FuturesUnordered::new(),
-        syncing: HashSet::new(),
-        serving: 0,
-        gap: false,
+        inbox: VecDeque::new(),
     };
-    let mut sync_tick = tokio::time::interval(net.sync_interval);
-    sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
-    let mut last_bootstrap: Option<Instant> = None;
+    let mut status_tick = tokio::time::interval(STATUS_EVERY);
+    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
+            Ok(()) = net.core_status.changed() => {
+                let durable = net.core_status.borrow_and_update().version_vector.clone();
+                net.feed(Event::Durable(durable));
+            }
             Some(event) = net.core_events.recv() => net.on_core_event(event),
             Some(done) = net.pending.next(), if !net.pending.is_empty() => net.on_pending(done),
             event = net.swarm.select_next_some() => net.on_swarm_event(event),
-            _ = sync_tick.tick() => net.start_sync(None),
-            _ = housekeeping.tick() => {
-                net.redial_due();
-                if net.gap || net.core_status.borrow().buffered > 0 {
-                    net.start_sync(None);
-                }
-                let connected = net.swarm.connected_peers().count();
-                if connected > 0 && last_bootstrap.is_none_or(|t| t.elapsed() >= KAD_BOOTSTRAP_EVERY) {
-                    if let Some(kad) = net.swarm.behaviour_mut().kad.as_mut() {
-                        let _ = kad.bootstrap();
-                    }
-                    last_bootstrap = Some(Instant::now());
-                }
-                net.publish_status();
+            () = &mut net.timer => {
+                // Disarm until the machine asks again.
+                net.timer.as_mut().reset(Instant::now() + Duration::from_secs(3600));
+                net.feed(Event::Tick);
             }
+            _ = status_tick.tick() => net.publish_status(),
         }
     }
     tracing::info!("network stopped");
     Ok(())
 }
 
-fn acceptance(verdict: &Option<Vec<Verdict>>) -> MessageAcceptance {
-    match verdict {
-        None => MessageAcceptance::Ignore,
-        Some(v) if v.iter().any(|v| v.blames_sender()) => MessageAcceptance::Reject,
-        Some(v) if v.iter().any(|v| v.is_new()) => MessageAcceptance::Accept,
-        Some(_) => MessageAcceptance::Ignore,
+fn gossip_acceptance(a: Acceptance) -> MessageAcceptance {
+    match a {
+        Acceptance::Accept => MessageAcceptance::Accept,
+        Acceptance::Ignore => MessageAcceptance::Ignore,
+        Acceptance::Reject => MessageAcceptance::Reject,
     }
 }
 
-/// Reads the deltas a peer's version vector lacks from the store.
-fn serve_sync<S: Store>(
-    store: &S,
-    mine: &VersionVector,
-    request: &SyncRequest,
-) -> Result<SyncResponse, String> {
-    let theirs = VersionVector::from_bytes(&request.version_vector).map_err(|e| e.to_string())?;
-    // `mine` is the durable vector: nothing above it may leave the node.
-    let (deltas, more) = read_page(store, &theirs, mine, SYNC_PAGE_DELTAS, SYNC_PAGE_BYTES)
-        .map_err(|e| e.to_string())?;
-    Ok(SyncResponse {
-        deltas: deltas.into_iter().map(ByteBuf::from).collect(),
-        more,
-    })
+fn empty_page() -> SyncResponse {
+    SyncResponse {
+        deltas: Vec::new(),
+        more: false,
+    }
 }
 
 impl<S: Store> Net<S> {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Feeds one event, and any the commands give rise to, to the machine.
+    fn feed(&mut self, event: Event<PeerId, MessageId>) {
+        self.inbox.push_back(event);
+        while let Some(event) = self.inbox.pop_front() {
+            let now = self.now();
+            for command in self.machine.handle(now, event) {
+                self.execute(command);
+            }
+        }
+    }
+
+    fn execute(&mut self, command: Command<PeerId, MessageId>) {
+        match command {
+            Command::SendSyncRequest { to, have } => {
+                self.metrics.sync_rounds.inc();
+                self.swarm.behaviour_mut().sync.send_request(
+                    &to,
+                    SyncRequest {
+                        version_vector: have.to_bytes(),
+                    },
+                );
+            }
+            Command::ServePage {
+                request,
+                theirs,
+                up_to,
+                bounds,
+                ..
+            } => {
+                let store = self.store.clone();
+                self.pending.push(
+                    async move {
+                        let read = tokio::task::spawn_blocking(move || {
+                            read_page(
+                                &store,
+                                &theirs,
+                                &up_to,
+                                bounds.max_deltas,
+                                bounds.max_bytes,
+                            )
+                        })
+                        .await;
+                        let response = match read {
+                            Ok(Ok((deltas, more))) => SyncResponse {
+                                deltas: deltas.into_iter().map(ByteBuf::from).collect(),
+                                more,
+                            },
+                            Ok(Err(e)) => {
+                                tracing::error!(error = %e, "reading a sync page");
+                                empty_page()
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "sync page task");
+                                empty_page()
+                            }
+                        };
+                        Pending::Served { request, response }
+                    }
+                    .boxed(),
+                );
+            }
+            Command::RespondEmpty { request, to, why } => {
+                match why {
+                    Empty::UpToDate => {}
+                    Empty::Busy => {
+                        self.metrics.overload_rejections.inc();
+                    }
+                    Empty::Malformed => {
+                        tracing::debug!(peer = %to, "undecodable sync request");
+                        self.metrics
+                            .reject(hearsay_crdt::ErrorKind::Malformed, Source::Sync);
+                    }
+                }
+                self.respond(request, empty_page());
+            }
+            Command::Deliver { batch, deltas } => self.deliver(batch, deltas),
+            Command::ReportGossip {
+                id,
+                from,
+                acceptance,
+            } => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &from, gossip_acceptance(acceptance));
+            }
+            Command::Dial { peer } => self.dial(peer),
+            Command::Disconnect { peer } => {
+                tracing::info!(%peer, "link stopped answering pings; closing it");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Bootstrap => {
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    let _ = kad.bootstrap();
+                }
+            }
+            Command::ArmTimer { at } => {
+                let when = self.epoch + Duration::from_millis(at);
+                self.timer.as_mut().reset(when);
+            }
+        }
+    }
+
+    fn respond(&mut self, request: RequestId, response: SyncResponse) {
+        if let Some(channel) = self.requests.remove(&request) {
+            self.metrics
+                .sync_deltas_served
+                .inc_by(response.deltas.len() as u64);
+            // Fails only when the requester has gone.
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .sync
+                .send_response(channel, response);
+        }
+    }
+
+    /// Dials `peer` at its join address or the addresses it announced. A
+    /// dial pending into a dead network does not stop a fresh one: the
+    /// fresh one connects as soon as the network returns.
+    fn dial(&mut self, peer: PeerId) {
+        let addresses = match self.join.get(&peer) {
+            Some(addr) => vec![addr.clone()],
+            None => self.addresses.get(&peer).cloned().unwrap_or_default(),
+        };
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::Disconnected)
+            .addresses(addresses)
+            .build();
+        tracing::debug!(%peer, "dialling");
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "dial");
+            self.inbox.push_back(Event::DialFailed { peer });
+        }
+    }
+
+    /// Hands deltas to the core on its peer queue, without waiting.
+    fn deliver(&mut self, batch: Batch<PeerId, MessageId>, deltas: Vec<Delta>) {
+        let source = match batch {
+            Batch::Gossip { .. } => Source::Gossip,
+            Batch::Page { .. } => Source::Sync,
+        };
+        let (reply, rx) = oneshot::channel();
+        match self.core.try_send(PeerCommand::Remote {
+            deltas,
+            source,
+            reply,
+        }) {
+            Ok(()) => self.pending.push(
+                async move {
+                    Pending::Verdicts {
+                        batch,
+                        verdicts: rx.await.ok(),
+                    }
+                }
+                .boxed(),
+            ),
+            Err(_) => {
+                self.metrics.overload_rejections.inc();
+                self.inbox.push_back(Event::CoreBusy { batch });
+            }
+        }
+    }
+
     fn on_core_event(&mut self, event: CoreEvent) {
         match event {
             CoreEvent::Publish(deltas) => {
@@ -382,111 +558,26 @@ impl<S: Store> Net<S> {
         }
     }
 
-    /// Hands remote deltas to the core without waiting; `None` when it is full.
-    fn send_to_core(
-        &mut self,
-        deltas: Vec<Delta>,
-        source: Source,
-    ) -> Option<oneshot::Receiver<Vec<Verdict>>> {
-        let (reply, rx) = oneshot::channel();
-        match self.core.try_send(PeerCommand::Remote {
-            deltas,
-            source,
-            reply,
-        }) {
-            Ok(()) => Some(rx),
-            Err(_) => {
-                self.metrics.overload_rejections.inc();
-                self.gap = true;
-                None
-            }
-        }
-    }
-
     fn on_pending(&mut self, done: Pending) {
         match done {
-            Pending::Validated {
-                id,
-                source,
-                verdict,
+            Pending::Verdicts {
+                batch,
+                verdicts: Some(verdicts),
             } => {
-                self.gap |= verdict.iter().flatten().any(|v| v.is_gap());
-                let acceptance = acceptance(&verdict);
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&id, &source, acceptance);
-            }
-            Pending::Served { channel, response } => {
-                self.serving -= 1;
-                self.metrics
-                    .sync_deltas_served
-                    .inc_by(response.deltas.len() as u64);
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_response(channel, response);
-            }
-            Pending::Synced {
-                peer,
-                more,
-                verdict,
-            } => {
-                self.syncing.remove(&peer);
-                self.gap |= verdict.iter().flatten().any(|v| v.is_gap());
-                let progress = verdict.is_some_and(|v| {
-                    v.iter()
-                        .any(|v| matches!(v, Verdict::Accepted | Verdict::Duplicate))
-                });
-                if more && progress {
-                    self.start_sync(Some(peer));
+                // The core publishes its durable vector before it answers:
+                // hand it over first, so a next page is asked for with it.
+                if self.core_status.has_changed().unwrap_or(false) {
+                    let durable = self.core_status.borrow_and_update().version_vector.clone();
+                    self.feed(Event::Durable(durable));
                 }
+                self.feed(Event::Verdicts { batch, verdicts });
             }
-        }
-    }
-
-    fn start_sync(&mut self, peer: Option<PeerId>) {
-        let peer = peer.or_else(|| {
-            let syncing = &self.syncing;
-            self.swarm
-                .connected_peers()
-                .filter(|p| !syncing.contains(p))
-                .choose(&mut rand::rng())
-                .copied()
-        });
-        let Some(peer) = peer else { return };
-        self.gap = false;
-        let version_vector = self.core_status.borrow().version_vector.to_bytes();
-        self.swarm
-            .behaviour_mut()
-            .sync
-            .send_request(&peer, SyncRequest { version_vector });
-        self.syncing.insert(peer);
-        self.metrics.sync_rounds.inc();
-    }
-
-    fn redial_due(&mut self) {
-        let now = Instant::now();
-        for j in &mut self.join {
-            if j.next_dial.is_some_and(|t| t <= now) && !self.swarm.is_connected(&j.peer) {
-                j.next_dial = None;
-                tracing::debug!(addr = %j.addr, "dialling join peer");
-                if let Err(e) = self.swarm.dial(j.addr.clone()) {
-                    tracing::debug!(addr = %j.addr, error = %e, "dial");
-                    j.next_dial = Some(now + j.backoff);
-                    j.backoff = (j.backoff * 2).min(REDIAL_MAX);
-                }
+            // The core is stopping.
+            Pending::Verdicts { verdicts: None, .. } => {}
+            Pending::Served { request, response } => {
+                self.respond(request, response);
+                self.feed(Event::Served { request });
             }
-        }
-    }
-
-    fn schedule_redial(&mut self, peer: &PeerId) {
-        if let Some(j) = self.join.iter_mut().find(|j| j.peer == *peer)
-            && j.next_dial.is_none()
-        {
-            j.next_dial = Some(Instant::now() + j.backoff);
-            j.backoff = (j.backoff * 2).min(REDIAL_MAX);
         }
     }
 
@@ -516,6 +607,22 @@ impl<S: Store> Net<S> {
         }
     }
 
+    /// Remembers announced addresses of `peer` for redials (bounded).
+    fn learn_addresses(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
+        if !self.addresses.contains_key(&peer) && self.addresses.len() >= MAX_ADDRESS_BOOK {
+            return;
+        }
+        let known = self.addresses.entry(peer).or_default();
+        for addr in addrs {
+            if known.len() >= MAX_ADDRS_PER_PEER {
+                break;
+            }
+            if !known.contains(&addr) {
+                known.push(addr);
+            }
+        }
+    }
+
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         self.p2p_metrics.record(&event);
         match event {
@@ -532,17 +639,17 @@ impl<S: Store> Net<S> {
                 num_established,
                 ..
             } => {
-                if num_established.get() == 1 {
-                    tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
-                }
                 if endpoint.is_dialer()
                     && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
                 {
                     kad.add_address(&peer_id, endpoint.get_remote_address().clone());
                 }
-                if let Some(j) = self.join.iter_mut().find(|j| j.peer == peer_id) {
-                    j.backoff = REDIAL_MIN;
-                    j.next_dial = None;
+                if num_established.get() == 1 {
+                    tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                    self.feed(Event::PeerUp {
+                        peer: peer_id,
+                        dialer: endpoint.is_dialer(),
+                    });
                 }
                 self.publish_status();
             }
@@ -553,8 +660,7 @@ impl<S: Store> Net<S> {
             } => {
                 if num_established == 0 {
                     tracing::info!(peer = %peer_id, "disconnected");
-                    self.syncing.remove(&peer_id);
-                    self.schedule_redial(&peer_id);
+                    self.feed(Event::PeerDown { peer: peer_id });
                 }
                 self.publish_status();
             }
@@ -564,7 +670,7 @@ impl<S: Store> Net<S> {
                 ..
             } => {
                 tracing::debug!(%peer, %error, "dial failed");
-                self.schedule_redial(&peer);
+                self.feed(Event::DialFailed { peer });
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -581,13 +687,8 @@ impl<S: Store> Net<S> {
                         message_id,
                         message,
                     } => self.on_gossip(propagation_source, message_id, &message.data),
-                    // Whatever we published before this peer subscribed never
-                    // reached it, nor its writes us: repair at once rather
-                    // than at the next anti-entropy tick.
-                    gossipsub::Event::Subscribed { peer_id, .. }
-                        if !self.syncing.contains(&peer_id) =>
-                    {
-                        self.start_sync(Some(peer_id));
+                    gossipsub::Event::Subscribed { peer_id, .. } => {
+                        self.feed(Event::Subscribed { peer: peer_id })
                     }
                     _ => {}
                 }
@@ -597,45 +698,15 @@ impl<S: Store> Net<S> {
                     request_response::Message::Request {
                         request, channel, ..
                     } => {
-                        if self.serving >= MAX_SERVING {
-                            // Each page may hold megabytes: bound the work and
-                            // memory peers can ask of us. An empty page tells
-                            // the peer to come back at its next round.
-                            self.metrics.overload_rejections.inc();
-                            let empty = SyncResponse {
-                                deltas: Vec::new(),
-                                more: false,
-                            };
-                            let _ = self
-                                .swarm
-                                .behaviour_mut()
-                                .sync
-                                .send_response(channel, empty);
-                            return;
-                        }
-                        self.serving += 1;
-                        let store = self.store.clone();
-                        let mine = self.core_status.borrow().version_vector.clone();
-                        let metrics = self.metrics.clone();
-                        self.pending.push(
-                            async move {
-                                let served = tokio::task::spawn_blocking(move || {
-                                    serve_sync(&store, &mine, &request)
-                                })
-                                .await
-                                .unwrap_or_else(|e| Err(e.to_string()));
-                                let response = served.unwrap_or_else(|e| {
-                                    tracing::debug!(%peer, error = %e, "bad sync request");
-                                    metrics.reject(ErrorKind::Malformed, Source::Sync);
-                                    SyncResponse {
-                                        deltas: Vec::new(),
-                                        more: false,
-                                    }
-                                });
-                                Pending::Served { channel, response }
-                            }
-                            .boxed(),
-                        );
+                        let id = RequestId(self.next_request);
+                        self.next_request += 1;
+                        self.requests.insert(id, channel);
+                        let theirs = VersionVector::from_bytes(&request.version_vector).ok();
+                        self.feed(Event::SyncRequest {
+                            from: peer,
+                            request: id,
+                            theirs,
+                        });
                     }
                     request_response::Message::Response { response, .. } => {
                         self.on_sync_response(peer, response)
@@ -646,17 +717,20 @@ impl<S: Store> Net<S> {
                 peer, error, ..
             }) => {
                 tracing::debug!(%peer, %error, "sync request failed");
-                self.syncing.remove(&peer);
+                self.feed(Event::RequestFailed { peer });
             }
             BehaviourEvent::Sync(_) => {}
             BehaviourEvent::Identify(event) => {
                 self.p2p_metrics.record(&event);
-                if let identify::Event::Received { peer_id, info, .. } = event
-                    && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
-                {
-                    for addr in info.listen_addrs.into_iter().take(16) {
-                        kad.add_address(&peer_id, addr);
+                if let identify::Event::Received { peer_id, info, .. } = event {
+                    let addrs: Vec<Multiaddr> =
+                        info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER).collect();
+                    if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                        for addr in &addrs {
+                            kad.add_address(&peer_id, addr.clone());
+                        }
                     }
+                    self.learn_addresses(peer_id, addrs);
                 }
             }
             BehaviourEvent::Kad(event) => {
@@ -665,54 +739,37 @@ impl<S: Store> Net<S> {
                     peer, addresses, ..
                 } = event
                 {
-                    let connected = self.swarm.connected_peers().count();
-                    if connected < self.target_peers && !self.swarm.is_connected(&peer) {
-                        let opts = DialOpts::peer_id(peer)
-                            .addresses(addresses.into_vec())
-                            .build();
-                        let _ = self.swarm.dial(opts);
+                    self.learn_addresses(peer, addresses.into_vec());
+                    self.feed(Event::Discovered { peer });
+                }
+            }
+            BehaviourEvent::Ping(event) => {
+                self.p2p_metrics.record(&event);
+                let peer = event.peer;
+                match event.result {
+                    Ok(_) => self.feed(Event::PingOk { peer }),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "ping failed");
+                        self.feed(Event::PingFailed { peer });
                     }
                 }
             }
-            BehaviourEvent::Ping(event) => self.p2p_metrics.record(&event),
             BehaviourEvent::Limits(v) => match v {},
         }
     }
 
-    fn on_gossip(&mut self, source: PeerId, id: MessageId, data: &[u8]) {
-        let delta = match Delta::decode(data) {
-            Ok(d) => d,
+    fn on_gossip(&mut self, from: PeerId, id: MessageId, data: &[u8]) {
+        match Delta::decode(data) {
+            Ok(delta) => self.feed(Event::Gossip { from, id, delta }),
             Err(e) => {
-                tracing::debug!(%source, error = %e, "undecodable gossip");
+                tracing::debug!(%from, error = %e, "undecodable gossip");
                 self.metrics.reject(e.kind(), Source::Gossip);
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&id, &source, MessageAcceptance::Reject);
-                return;
-            }
-        };
-        match self.send_to_core(vec![delta], Source::Gossip) {
-            Some(rx) => self.pending.push(
-                async move {
-                    Pending::Validated {
-                        id,
-                        source,
-                        verdict: rx.await.ok(),
-                    }
-                }
-                .boxed(),
-            ),
-            None => {
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
+                self.feed(Event::GossipMalformed { from, id });
             }
         }
     }
 
-    fn on_sync_response(&mut self, peer: PeerId, response: SyncResponse) {
+    fn on_sync_response(&mut self, from: PeerId, response: SyncResponse) {
         let more = response.more;
         let mut deltas = Vec::with_capacity(response.deltas.len().min(SYNC_PAGE_DELTAS));
         for bytes in response.deltas.iter().take(SYNC_PAGE_DELTAS) {
@@ -721,25 +778,6 @@ impl<S: Store> Net<S> {
                 Err(e) => self.metrics.reject(e.kind(), Source::Sync),
             }
         }
-        if deltas.is_empty() {
-            // Caught up with this peer (or it sent nothing usable).
-            self.syncing.remove(&peer);
-            return;
-        }
-        match self.send_to_core(deltas, Source::Sync) {
-            Some(rx) => self.pending.push(
-                async move {
-                    Pending::Synced {
-                        peer,
-                        more,
-                        verdict: rx.await.ok(),
-                    }
-                }
-                .boxed(),
-            ),
-            None => {
-                self.syncing.remove(&peer);
-            }
-        }
+        self.feed(Event::SyncPage { from, deltas, more });
     }
 }

@@ -128,8 +128,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             swarm,
             join: settings.join.clone(),
             listen: settings.listen.clone(),
-            sync_interval: settings.sync_interval,
-            target_peers: settings.target_peers,
+            sync: hearsay_sync::Config {
+                sync_interval_ms: settings.sync_interval.as_millis() as u64,
+                target_peers: settings.target_peers,
+                ..hearsay_sync::Config::default()
+            },
             core: peer_tx,
             core_events: event_rx,
             core_status: core_status.clone(),
