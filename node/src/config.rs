@@ -552,4 +552,16 @@ mod tests {
             Err(ConfigError::UnknownKey(k)) if k == "regoin"
         ));
     }
+
+    #[test]
+    fn the_readme_lists_every_key() {
+        let readme = include_str!("../../README.md");
+        for key in KEYS {
+            let row = format!("`{}` | `--{}` |", key.env_var(), key.flag());
+            assert!(
+                readme.contains(&format!("| `{}`", key.name)) && readme.contains(&row),
+                "README.md's key table lacks {row}"
+            );
+        }
+    }
 }
