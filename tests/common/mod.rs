@@ -187,16 +187,37 @@ impl TestNode {
     /// Like [`TestNode::start`], with `config` (TOML) as the node's
     /// `hearsay.toml`; flags still set the addresses, region and joins.
     pub async fn start_with_config(name: &str, join: &[&str], config: &str) -> TestNode {
-        TestNode::start_full(name, join, config, &["/ip4/127.0.0.1/tcp/0"]).await
+        TestNode::start_full(name, join, config, &["/ip4/127.0.0.1/tcp/0"], |l| l).await
     }
 
     /// Like [`TestNode::start`], listening on the given multiaddrs (for
     /// QUIC, or a fixed port that must survive a restart).
     pub async fn start_listening(name: &str, join: &[&str], listen: &[&str]) -> TestNode {
-        TestNode::start_full(name, join, "", listen).await
+        TestNode::start_full(name, join, "", listen, |l| l).await
     }
 
-    async fn start_full(name: &str, join: &[&str], config: &str, listen: &[&str]) -> TestNode {
+    /// Like [`TestNode::start_with_config`], inside network namespace `ns`
+    /// (see `netns.rs`), listening for peers and HTTP on `ip` (OS-chosen
+    /// ports), which the test process must be able to reach.
+    pub async fn start_in_namespace(
+        name: &str,
+        ns: &str,
+        ip: std::net::Ipv4Addr,
+        join: &[&str],
+        config: &str,
+    ) -> TestNode {
+        let launch = |l: Launch| l.netns(ns).set("http", format!("{ip}:0"));
+        let listen = format!("/ip4/{ip}/tcp/0");
+        TestNode::start_full(name, join, config, &[&listen], launch).await
+    }
+
+    async fn start_full(
+        name: &str,
+        join: &[&str],
+        config: &str,
+        listen: &[&str],
+        adjust: impl FnOnce(Launch) -> Launch,
+    ) -> TestNode {
         let dir = tempfile::Builder::new()
             .prefix(&format!("hearsay-test-{name}-"))
             .tempdir()
@@ -213,6 +234,7 @@ impl TestNode {
         if !join.is_empty() {
             launch = launch.set("join", join.join(","));
         }
+        launch = adjust(launch);
         if std::env::var_os("RUST_LOG").is_none() {
             launch = launch.env(
                 "RUST_LOG",
