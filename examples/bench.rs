@@ -21,30 +21,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hearsay_node::node::Announcement;
-use serde_json::{Value, json};
+use hearsay_node::client::Client;
+use hearsay_node::launch::{Launch, NodeProcess};
 use tokio::sync::Mutex;
 
 #[path = "../tests/common/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
-
-struct Proc {
-    child: std::process::Child,
-    announce: Announcement,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -63,68 +50,29 @@ fn binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn start(dir: &Path, region: &str, join: Option<&str>) -> anyhow::Result<Proc> {
-    let data = dir.join(region);
-    std::fs::create_dir_all(&data)?;
-    let mut cmd = std::process::Command::new(binary()?);
-    cmd.args([
-        "node",
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--http",
-        "127.0.0.1:0",
-        "--region",
-        region,
-    ])
-    .arg("--data-dir")
-    .arg(&data)
-    .env("HEARSAY_TARGET_PEERS", "0")
-    .env("RUST_LOG", "warn")
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(data.join("node.log"))?);
+/// Starts a node in `DIR/region`, discovery off, its client pooling up to 256
+/// idle connections (the write benchmark's clients share it).
+async fn start(
+    dir: &Path,
+    region: &str,
+    join: Option<&str>,
+) -> anyhow::Result<(NodeProcess, Client)> {
+    let mut launch = Launch::new(binary()?, dir.join(region))
+        .set("listen", "/ip4/127.0.0.1/tcp/0")
+        .set("http", "127.0.0.1:0")
+        .set("region", region)
+        .set("target_peers", "0")
+        .env("RUST_LOG", "warn");
     if let Some(j) = join {
-        cmd.args(["--join", j]);
+        launch = launch.set("join", j);
     }
-    let mut child = cmd.spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(a) = Announcement::read(&data).filter(|a| a.addr("tcp").is_some()) {
-            return Ok(Proc { child, announce: a });
-        }
-        if Instant::now() > deadline || child.try_wait()?.is_some() {
-            bail!(
-                "node {region} did not start; see {}",
-                data.join("node.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    let node = launch.start().await?;
+    let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
-}
-
-async fn body(r: reqwest::Response) -> anyhow::Result<Value> {
-    let v: Value = r.json().await?;
-    if v["status"] != "OK" {
-        bail!("error answer: {v}");
-    }
-    Ok(v["body"].clone())
-}
-
-/// The node's Prometheus exposition.
-async fn metrics_text(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
-    Ok(client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?)
+        .build()?;
+    let client = Client::with_http(&node.announcement().url(), http);
+    Ok((node, client))
 }
 
 fn summary(name: &str, mut xs: Vec<f64>) -> String {
@@ -151,13 +99,12 @@ fn arg(args: &[String], name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.into())
 }
 
-async fn wait_peers(client: &reqwest::Client, urls: &[String]) -> anyhow::Result<()> {
+async fn wait_peers(clients: &[&Client]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut ok = true;
-        for u in urls {
-            let stats = body(client.get(format!("{u}/api/v0/stats")).send().await?).await?;
-            ok &= stats["peers"].as_u64().unwrap_or(0) >= 1;
+        for c in clients {
+            ok &= c.stats().await?.peers >= 1;
         }
         if ok {
             return Ok(());
@@ -176,8 +123,12 @@ async fn replication(args: &[String]) -> anyhow::Result<()> {
     let link_delay = Duration::from_millis(arg(args, "--link-delay-ms", "0").parse()?);
     // With a link delay, each link of the chain runs through a delaying proxy.
     let mut proxies = Vec::new();
-    let mut join_addr = async |p: &Proc| -> anyhow::Result<String> {
-        let addr = p.announce.addr("tcp").context("tcp address")?.to_owned();
+    let mut join_addr = async |p: &NodeProcess| -> anyhow::Result<String> {
+        let addr = p
+            .announcement()
+            .addr("tcp")
+            .context("tcp address")?
+            .to_owned();
         if link_delay.is_zero() {
             return Ok(addr);
         }
@@ -187,22 +138,19 @@ async fn replication(args: &[String]) -> anyhow::Result<()> {
         let via = format!(
             "/ip4/127.0.0.1/tcp/{}/p2p/{}",
             proxy.addr.port(),
-            p.announce.peer_id
+            p.announcement().peer_id
         );
         proxies.push(proxy);
         Ok(via)
     };
-    let a = start(dir.path(), "a", None)?;
-    let b = start(dir.path(), "b", Some(&join_addr(&a).await?))?;
-    let c = start(dir.path(), "c", Some(&join_addr(&b).await?))?;
-    let urls: Vec<String> = [&a, &b, &c].iter().map(|p| p.announce.url()).collect();
-    let client = http();
-    wait_peers(&client, &urls).await?;
+    let (a, a_client) = start(dir.path(), "a", None).await?;
+    let (b, b_client) = start(dir.path(), "b", Some(&join_addr(&a).await?)).await?;
+    let (_c, c_client) = start(dir.path(), "c", Some(&join_addr(&b).await?)).await?;
+    let clients = [&a_client, &b_client, &c_client];
+    wait_peers(&clients).await?;
     let mut peers = Vec::new();
-    for u in &urls {
-        peers.push(
-            body(client.get(format!("{u}/api/v0/stats")).send().await?).await?["peers"].clone(),
-        );
+    for c in clients {
+        peers.push(c.stats().await?.peers);
     }
     eprintln!(
         "chain up (peers: A {}, B {}, C {}); posting at {rate}/s for {secs} s",
@@ -213,23 +161,13 @@ async fn replication(args: &[String]) -> anyhow::Result<()> {
     }
     // Warm-up, not measured: one post must reach C, so that gossipsub has
     // exchanged subscriptions along the chain before the clock starts.
-    let warm = body(
-        client
-            .post(format!("{}/api/v0/p", urls[0]))
-            .json(&json!({"body": "warm-up"}))
-            .send()
-            .await?,
-    )
-    .await?;
-    let warm_id = warm["id"].as_str().context("id")?.to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("{}/api/v0/p/{warm_id}", urls[2]))
-        .send()
+    let warm_id = a_client
+        .create_post(None, "warm-up", None)
         .await?
-        .status()
-        != 200
-    {
+        .id
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c_client.post(&warm_id).await?.is_none() {
         if Instant::now() > deadline {
             bail!("the warm-up post did not reach C");
         }
@@ -242,20 +180,15 @@ async fn replication(args: &[String]) -> anyhow::Result<()> {
     let seen: [Arc<Mutex<HashMap<String, Instant>>>; 2] = [Arc::default(), Arc::default()];
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut pollers = Vec::new();
-    for (i, url) in urls[1..].iter().enumerate() {
-        let (client, url, seen, stop) =
-            (client.clone(), url.clone(), seen[i].clone(), stop.clone());
+    for (i, client) in clients[1..].iter().enumerate() {
+        let (client, seen, stop) = ((*client).clone(), seen[i].clone(), stop.clone());
         pollers.push(tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(r) = client.get(format!("{url}/api/v0/p?limit=8")).send().await
-                    && let Ok(v) = body(r).await
-                {
+                if let Ok(page) = client.posts(8, None).await {
                     let now = Instant::now();
                     let mut seen = seen.lock().await;
-                    for p in v.as_array().into_iter().flatten() {
-                        if let Some(id) = p["id"].as_str() {
-                            seen.entry(id.to_owned()).or_insert(now);
-                        }
+                    for p in page {
+                        seen.entry(p.id.to_string()).or_insert(now);
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -270,18 +203,11 @@ async fn replication(args: &[String]) -> anyhow::Result<()> {
         tick.tick().await;
         n += 1;
         let t0 = Instant::now();
-        let post = body(
-            client
-                .post(format!("{}/api/v0/p", urls[0]))
-                .json(&json!({"author": "bench", "body": format!("m{n}")}))
-                .send()
-                .await?,
-        )
-        .await?;
+        let post = a_client
+            .create_post(Some("bench"), &format!("m{n}"), None)
+            .await?;
         let acked = Instant::now();
-        sent.lock()
-            .await
-            .insert(post["id"].as_str().context("id")?.to_owned(), (t0, acked));
+        sent.lock().await.insert(post.id.to_string(), (t0, acked));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -318,9 +244,9 @@ async fn replication(args: &[String]) -> anyhow::Result<()> {
         "{}",
         summary("ack at A -> visible at C (2 hops)", hop[1].clone())
     );
-    for (name, url) in [("B", &urls[1]), ("C", &urls[2])] {
-        let s = body(client.get(format!("{url}/api/v0/stats")).send().await?).await?;
-        let metrics = metrics_text(&client, url).await?;
+    for (name, client) in [("B", &b_client), ("C", &c_client)] {
+        let s = client.stats().await?;
+        let metrics = client.metrics().await?;
         let applied: Vec<&str> = metrics
             .lines()
             .filter(|l| {
@@ -330,7 +256,7 @@ async fn replication(args: &[String]) -> anyhow::Result<()> {
             .collect();
         println!(
             "node {name} own replication delay (origin clock to apply, last 2048): {}; {}",
-            s["replication_delay_ms"],
+            s.other["replication_delay_ms"],
             applied.join(", ")
         );
     }
@@ -349,28 +275,20 @@ async fn writes(args: &[String]) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|");
     for n in clients {
         let dir = tempfile::tempdir()?;
-        let node = start(dir.path(), "w", None)?;
-        let url = node.announce.url();
-        let client = http();
+        let (_node, client) = start(dir.path(), "w", None).await?;
         let end = Instant::now() + Duration::from_secs_f64(secs);
         let started = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..n {
-            let (client, url) = (client.clone(), url.clone());
+            let client = client.clone();
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 let mut i = 0;
                 while Instant::now() < end {
                     i += 1;
                     let t0 = Instant::now();
-                    let r = client
-                        .post(format!("{url}/api/v0/p"))
-                        .json(&json!({"body": format!("c{c} m{i}")}))
-                        .send()
-                        .await;
-                    if let Ok(r) = r
-                        && r.status().is_success()
-                    {
+                    let r = client.create_post(None, &format!("c{c} m{i}"), None).await;
+                    if r.is_ok() {
                         lat.push(t0.elapsed().as_secs_f64() * 1e3);
                     }
                 }
@@ -382,7 +300,7 @@ async fn writes(args: &[String]) -> anyhow::Result<()> {
             lat.extend(t.await?);
         }
         let elapsed = started.elapsed().as_secs_f64();
-        let metrics = metrics_text(&client, &url).await?;
+        let metrics = client.metrics().await?;
         let metric = |name: &str| {
             metrics
                 .lines()

@@ -11,7 +11,7 @@ use futures::StreamExt as _;
 use hearsay_crdt::{Delta, DocId, Keypair, MemoryDocs, NewPost, Replica, UserName};
 use hearsay_node::net::{BehaviourEvent, DELTA_TOPIC, SyncRequest, SyncResponse, build_swarm};
 use libp2p::gossipsub::{self, IdentTopic};
-use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 use rand::Rng as _;
@@ -42,7 +42,7 @@ async fn expect_error(
         .send(request)
         .await
         .unwrap_or_else(|e| panic!("{what}: {e:#}"));
-    answer.assert_error(code, what);
+    common::assert_error(&answer, code, what);
 }
 
 /// Asserts the node holds no post and its revision is `revision`.
@@ -323,7 +323,7 @@ enum RogueCommand {
     Sync(
         PeerId,
         Vec<u8>,
-        oneshot::Sender<Result<SyncResponse, String>>,
+        oneshot::Sender<Result<SyncResponse, OutboundFailure>>,
     ),
 }
 
@@ -353,7 +353,7 @@ impl Rogue {
         let task = tokio::spawn(async move {
             let mut pending: HashMap<
                 OutboundRequestId,
-                oneshot::Sender<Result<SyncResponse, String>>,
+                oneshot::Sender<Result<SyncResponse, OutboundFailure>>,
             > = HashMap::new();
             loop {
                 tokio::select! {
@@ -404,7 +404,7 @@ impl Rogue {
                             request_response::Event::OutboundFailure { request_id, error, .. },
                         )) => {
                             if let Some(reply) = pending.remove(&request_id) {
-                                let _ = reply.send(Err(error.to_string()));
+                                let _ = reply.send(Err(error));
                             }
                         }
                         _ => {}
@@ -440,7 +440,13 @@ impl Rogue {
             .unwrap_or_else(|e| panic!("publishing {what}: {e}"));
     }
 
-    async fn sync(&self, peer: PeerId, version_vector: Vec<u8>) -> Result<SyncResponse, String> {
+    /// Sends a sync request: the page, or how the request failed. Panics
+    /// when neither arrives within [`SETTLE`].
+    async fn sync(
+        &self,
+        peer: PeerId,
+        version_vector: Vec<u8>,
+    ) -> Result<SyncResponse, OutboundFailure> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(RogueCommand::Sync(peer, version_vector, reply))
@@ -448,7 +454,7 @@ impl Rogue {
             .expect("rogue task running");
         tokio::time::timeout(SETTLE, rx)
             .await
-            .map_err(|_| "no sync answer".to_owned())?
+            .unwrap_or_else(|_| panic!("no answer to a sync request within {SETTLE:?}"))
             .expect("rogue task answers")
     }
 }
@@ -524,8 +530,12 @@ async fn a_rogue_peer_changes_nothing_and_is_counted() {
             "B answered a garbage version vector with {} deltas",
             page.deltas.len()
         ),
-        // Closing the stream is a refusal too.
-        Err(e) => eprintln!("B refused the garbage sync request: {e}"),
+        // Closing the stream is a refusal too; a timeout, a failed dial or
+        // an unsupported protocol is not an answer at all.
+        Err(e @ (OutboundFailure::ConnectionClosed | OutboundFailure::Io(_))) => {
+            eprintln!("B refused the garbage sync request: {e}")
+        }
+        Err(e) => panic!("the garbage sync request was neither answered nor refused: {e}"),
     }
 
     // Counted by kind: the forged and the altered delta fail their

@@ -34,9 +34,7 @@ fn the_demo_shows_a_post_replicate_and_the_cli_talks_to_its_nodes() {
         .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    for var in common::NODE_ENV {
-        cmd.env_remove(var);
-    }
+    common::clear_node_env(&mut cmd);
     let mut demo = cmd.spawn().expect("start the demo");
     let (tx, rx) = mpsc::channel();
     let stdout = demo.stdout.take().unwrap();

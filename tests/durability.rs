@@ -7,7 +7,8 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Answer, TestNode, covers, wait_until};
+use common::{TestNode, assert_converged, covers, wait_until};
+use hearsay_node::client::{Client, ClientError};
 use rand::Rng as _;
 
 /// Kill cycles.
@@ -19,31 +20,20 @@ const CONVERGE: Duration = Duration::from_secs(60);
 /// Upper bound on the posts one writer sends in one cycle.
 const MAX_WRITES_PER_WRITER: usize = 10_000;
 
-/// Streams posts at `url` until the node stops answering; returns the ids of
+/// Streams posts at the node until it stops answering; returns the ids of
 /// the posts it acknowledged with 200.
-async fn writer(client: reqwest::Client, url: String, cycle: usize, writer: usize) -> Vec<String> {
+async fn writer(client: Client, cycle: usize, writer: usize) -> Vec<String> {
     let mut acked = Vec::new();
+    let author = format!("writer{writer}");
     for i in 0..MAX_WRITES_PER_WRITER {
-        let body = serde_json::json!({
-            "author": format!("writer{writer}"),
-            "body": format!("cycle {cycle}, writer {writer}, post {i}"),
-        });
-        let Ok(response) = client.post(&url).json(&body).send().await else {
-            break; // connection refused or reset: the node is down
-        };
-        let status = response.status();
-        let Ok(json) = response.json::<serde_json::Value>().await else {
-            break; // the answer was cut off: not acknowledged
-        };
-        match (Answer { status, json }).ok_body() {
-            Ok(post) => acked.push(
-                post["id"]
-                    .as_str()
-                    .expect("an acknowledged post has an id")
-                    .to_owned(),
-            ),
+        let body = format!("cycle {cycle}, writer {writer}, post {i}");
+        match client.create_post(Some(&author), &body, None).await {
+            Ok(post) => acked.push(post.id.to_string()),
+            // Connection refused or reset, or the answer cut off: the node
+            // is down, and an answer that did not arrive is not an ack.
+            Err(ClientError::Transport { .. } | ClientError::Malformed { .. }) => break,
             // A refusal (503 overloaded, 500 while dying) is not an ack.
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(ClientError::Refused { .. }) => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     }
     acked
@@ -93,9 +83,8 @@ async fn acknowledged_posts_survive_sigkill() {
     .await;
     let mut acked: Vec<String> = Vec::new();
     for cycle in 0..CYCLES {
-        let url = node.url("/api/v0/p");
         let writers: Vec<_> = (0..WRITERS)
-            .map(|w| tokio::spawn(writer(node.http().clone(), url.clone(), cycle, w)))
+            .map(|w| tokio::spawn(writer(node.client().clone(), cycle, w)))
             .collect();
         let delay = rand::rng().random_range(50..=400u64);
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -157,6 +146,7 @@ async fn acknowledged_posts_survive_sigkill() {
     )
     .await;
     assert_eq!(witness.version_vector().await, node.version_vector().await);
+    assert_converged(&[&node, &witness]).await;
     assert!(theirs.contains(&id));
     let lost: Vec<&String> = acked.iter().filter(|id| !theirs.contains(*id)).collect();
     assert!(

@@ -1,14 +1,12 @@
 //! A network partition between two nodes: both sides keep taking writes,
 //! and after the link heals every acknowledged write is on both sides and
-//! the nodes converge to the same version vector.
+//! the nodes converge to the same version vector and the same posts.
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::proxy::Proxy;
-use common::{TestNode, wait_until};
+use common::{TestNode, assert_converged, proxy_to, wait_until};
 
 const CONNECT: Duration = Duration::from_secs(60);
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -24,18 +22,7 @@ async fn peers(node: &TestNode) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_on_both_sides_of_a_partition_converge_after_it_heals() {
     let a = TestNode::start_with_config("part-a", &[], ONLY_JOINED).await;
-    let a_tcp: SocketAddr = {
-        let addr = a.tcp_addr();
-        let mut parts = addr.split('/');
-        let (ip, port) = (parts.nth(2).unwrap(), parts.nth(1).unwrap());
-        format!("{ip}:{port}").parse().unwrap()
-    };
-    let proxy = Proxy::start(a_tcp, Duration::from_millis(5)).await;
-    let via_proxy = format!(
-        "/ip4/127.0.0.1/tcp/{}/p2p/{}",
-        proxy.addr.port(),
-        a.peer_id()
-    );
+    let (proxy, via_proxy) = proxy_to(&a, Duration::from_millis(5)).await;
     let b = TestNode::start_with_config("part-b", &[&via_proxy], ONLY_JOINED).await;
     wait_until(CONNECT, "B connects to A through the proxy", async || {
         peers(&b).await == 1
@@ -92,4 +79,5 @@ async fn writes_on_both_sides_of_a_partition_converge_after_it_heals() {
     let (listed_a, listed_b) = (a.all_post_ids().await, b.all_post_ids().await);
     assert_eq!(listed_a, listed_b);
     assert_eq!(listed_a.len(), 1 + 2 * WRITES_PER_SIDE);
+    assert_converged(&[&a, &b]).await;
 }

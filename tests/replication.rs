@@ -5,13 +5,21 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNode, covers, wait_until};
+use common::{TestNode, assert_converged, covers, proxy_to, wait_until};
 
 /// How long a write may take to reach every node (generous: the design
 /// promises well under two seconds; anti-entropy runs every two).
 const REPLICATION: Duration = Duration::from_secs(30);
 /// How long a restarted node may take to catch up on a few hundred writes.
 const CATCH_UP: Duration = Duration::from_secs(90);
+
+/// No kad-driven dials: a node reaches only the peers it joined, so a proxy
+/// on a join link is the only path between its two sides.
+const ONLY_JOINED: &str = "target_peers = 0\nsync_interval_ms = 500\n";
+
+async fn peers(node: &TestNode) -> u64 {
+    node.stats().await["peers"].as_u64().unwrap_or(0)
+}
 
 /// Starts B, then A and C, each joining only B.
 async fn chain() -> (TestNode, TestNode, TestNode) {
@@ -69,18 +77,33 @@ async fn a_post_crosses_the_chain_both_ways() {
     }
 }
 
+/// Concurrent edits, made deterministic: C's only link (to B) runs through
+/// a proxy and discovery is off, so cutting the proxy isolates C. Both ends
+/// pick their offsets from the body every node holds, then edit while the
+/// link is cut: neither edit can have seen the other. After the heal the
+/// two merge into one text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_edits_at_both_ends_converge() {
-    let (a, b, c) = chain().await;
+    let b = TestNode::start_with_config("b", &[], ONLY_JOINED).await;
+    let a = TestNode::start_with_config("a", &[&b.tcp_addr()], ONLY_JOINED).await;
+    let (proxy, b_via_proxy) = proxy_to(&b, Duration::ZERO).await;
+    let c = TestNode::start_with_config("c", &[&b_via_proxy], ONLY_JOINED).await;
     // Non-ASCII, so that character offsets and byte offsets differ.
     let original = "héllo wörld";
     let id = a.create_post(original).await;
     wait_everywhere(&[&b, &c], &id).await;
+    for node in [&a, &b, &c] {
+        assert_eq!(node.post_body(&id).await.as_deref(), Some(original));
+    }
 
-    // Sent back to back, neither waiting for the other to replicate.
+    proxy.partition();
+    wait_until(REPLICATION, "C and B notice the cut link", async || {
+        peers(&c).await == 0 && peers(&b).await == 1
+    })
+    .await;
     let end = original.chars().count();
     let (at_a, at_c) = tokio::join!(a.edit(&id, 0, 0, "[A] "), c.edit(&id, end, 0, " [C]"));
-    // Each answer holds its own edit (and possibly, already, the other one).
+    // Each answer holds its own edit, and only its own: the link is cut.
     let own = |post: &serde_json::Value| post["body"].as_str().unwrap_or_default().to_owned();
     assert!(
         own(&at_a).starts_with("[A] héllo wörld"),
@@ -90,7 +113,27 @@ async fn concurrent_edits_at_both_ends_converge() {
         own(&at_c).ends_with("héllo wörld [C]"),
         "C's answer: {at_c}"
     );
+    assert_eq!(
+        own(&at_a),
+        "[A] héllo wörld",
+        "A saw C's edit through a cut link"
+    );
+    assert_eq!(
+        own(&at_c),
+        "héllo wörld [C]",
+        "C saw A's edit through a cut link"
+    );
+    wait_until(REPLICATION, "B holds A's edit", async || {
+        b.post_body(&id).await.as_deref() == Some("[A] héllo wörld")
+    })
+    .await;
+    assert_eq!(
+        c.post_body(&id).await.as_deref(),
+        Some("héllo wörld [C]"),
+        "A's edit reached C through a cut link"
+    );
 
+    proxy.heal();
     let mut bodies = Vec::new();
     wait_until(
         REPLICATION,
@@ -116,6 +159,12 @@ async fn concurrent_edits_at_both_ends_converge() {
             node.name
         );
     }
+    wait_until(REPLICATION, "equal version vectors", async || {
+        let vv = a.version_vector().await;
+        b.version_vector().await == vv && c.version_vector().await == vv
+    })
+    .await;
+    assert_converged(&[&a, &b, &c]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,6 +220,12 @@ async fn a_crashed_node_catches_up_after_restart() {
         b.post(&last).await.is_some(),
         "the relay B has the last post"
     );
+    // No write since: C holds exactly A's documents.
+    wait_until(CATCH_UP, "C's version vector equals A's", async || {
+        c.version_vector().await == want
+    })
+    .await;
+    assert_converged(&[&a, &c]).await;
 }
 
 /// The version vector is the read-your-writes token: once a write is

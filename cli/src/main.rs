@@ -6,11 +6,13 @@
 
 mod client;
 mod demo;
+mod flags;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use flags::NodeFlags;
 use hearsay_node::Config;
 
 #[derive(Parser, Debug)]
@@ -22,46 +24,6 @@ use hearsay_node::Config;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
-}
-
-/// Settings a flag may override (over the config file and `HEARSAY_*`).
-#[derive(clap::Args, Debug, Default)]
-struct NodeFlags {
-    /// libp2p listen address (repeatable), e.g. /ip4/0.0.0.0/tcp/4001 or /ip4/0.0.0.0/udp/4001/quic-v1
-    #[arg(long = "listen", value_name = "MULTIADDR")]
-    listen: Vec<String>,
-    /// HTTP API address, e.g. 127.0.0.1:8080 (port 0 picks a free port)
-    #[arg(long, value_name = "ADDR")]
-    http: Option<String>,
-    /// Region name reported to peers and routers
-    #[arg(long, value_name = "NAME")]
-    region: Option<String>,
-    /// Location of this node in degrees
-    #[arg(long, value_name = "LAT,LON")]
-    geo: Option<String>,
-    /// Peer to join, a multiaddr ending in /p2p/<peer id> (repeatable)
-    #[arg(long = "join", value_name = "MULTIADDR")]
-    join: Vec<String>,
-}
-
-impl NodeFlags {
-    fn apply(self, config: &mut Config) {
-        if !self.listen.is_empty() {
-            config.listen = self.listen;
-        }
-        if let Some(h) = self.http {
-            config.http = h;
-        }
-        if let Some(r) = self.region {
-            config.region = r;
-        }
-        if self.geo.is_some() {
-            config.geo = self.geo;
-        }
-        if !self.join.is_empty() {
-            config.join = self.join;
-        }
-    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -129,10 +91,10 @@ fn init_tracing() {
         .init();
 }
 
-fn load_config(data_dir: &std::path::Path, flags: NodeFlags) -> anyhow::Result<Config> {
+fn load_config(data_dir: &std::path::Path, flags: &NodeFlags) -> anyhow::Result<Config> {
     let mut config = Config::load(data_dir)?;
-    config.apply_env(|k| std::env::var(k).ok());
-    flags.apply(&mut config);
+    config.apply_env(|k| std::env::var(k).ok())?;
+    flags.apply(&mut config)?;
     Ok(config)
 }
 
@@ -142,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Init { data_dir, flags } => {
             let key = hearsay_node::init(&data_dir)?;
-            let config = load_config(&data_dir, flags)?;
+            let config = load_config(&data_dir, &flags)?;
             config.validate(&data_dir)?;
             config.save(&data_dir)?;
             println!(
@@ -159,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
                 // Leave the defaults where an operator will look for them.
                 Config::default().save(&data_dir)?;
             }
-            let config = load_config(&data_dir, flags)?;
+            let config = load_config(&data_dir, &flags)?;
             let settings = config.validate(&data_dir)?;
             hearsay_node::run(settings, hearsay_node::shutdown_signal())
                 .await
@@ -171,18 +133,18 @@ async fn main() -> anyhow::Result<()> {
             reply_to,
             text,
         } => {
-            let body = serde_json::json!({"author": author, "reply_to": reply_to, "body": text});
-            client::print(node.client().post("/api/v0/p", &body).await?);
+            let post = node
+                .client()
+                .create_post(author.as_deref(), &text, reply_to.as_deref())
+                .await?;
+            client::print(&post);
         }
-        Cmd::Get { node, id } => {
-            client::print(node.client().get(&format!("/api/v0/p/{id}")).await?)
-        }
-        Cmd::Posts { node, limit } => client::print(
-            node.client()
-                .get(&format!("/api/v0/p?limit={limit}"))
-                .await?,
-        ),
-        Cmd::Status { node } => client::print(node.client().get("/api/v0/stats").await?),
+        Cmd::Get { node, id } => match node.client().post(&id).await? {
+            Some(found) => client::print(&found),
+            None => anyhow::bail!("no post {id} at {}", node.url),
+        },
+        Cmd::Posts { node, limit } => client::print(&node.client().posts(limit, None).await?),
+        Cmd::Status { node } => client::print(&node.client().stats().await?),
         Cmd::Demo { dir } => demo::run(dir).await?,
     }
     Ok(())

@@ -1,6 +1,16 @@
 //! Node configuration: a TOML file, then `HEARSAY_*` environment variables,
 //! then command-line flags, each overriding the one before; [`Config::validate`]
 //! turns the raw values into [`Settings`] with errors that name the key.
+//!
+//! Every key is one row of [`KEYS`]: its name in `hearsay.toml`, the kind of
+//! value it takes and its help text. The environment variable
+//! (`HEARSAY_<NAME>`, [`Key::env_var`]) and the flag (`--<name-with-dashes>`,
+//! [`Key::flag`]) are derived from the name, and both go through one parser,
+//! [`Config::set`], so a bad `HEARSAY_TARGET_PEERS` is refused naming the
+//! key, exactly like a bad file value. [`Config::set`] writes the field
+//! through serde (the struct serialised, the one value replaced, the struct
+//! read back), so adding a key is a field of [`Config`] plus a row of
+//! [`KEYS`]; the unit tests check that the two agree.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,15 +19,21 @@ use std::time::Duration;
 use hearsay_topology::Geo;
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// File name of the config inside the data directory.
 pub const CONFIG_FILE: &str = "hearsay.toml";
+
+/// Prefix of the environment variable of every key.
+pub const ENV_PREFIX: &str = "HEARSAY_";
 
 /// A configuration error, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config key `{key}`: {why}")]
     Invalid { key: &'static str, why: String },
+    #[error("no config key `{0}`")]
+    UnknownKey(String),
     #[error("config file {path}: {why}")]
     File { path: String, why: String },
 }
@@ -26,6 +42,150 @@ fn invalid(key: &'static str, why: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         why: why.into(),
+    }
+}
+
+/// The kind of value a key takes, which says how a raw string (an
+/// environment variable or a flag) becomes that value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A string, taken as is.
+    Text,
+    /// A string, or unset when empty.
+    OptionalText,
+    /// A non-negative whole number.
+    Number,
+    /// A list of strings: comma-separated, blanks dropped; a flag may also
+    /// be repeated.
+    List,
+}
+
+impl Kind {
+    /// The JSON form of `raw`, which serde then reads into the field.
+    fn parse(self, raw: &str) -> Result<Value, String> {
+        Ok(match self {
+            Kind::Text => Value::from(raw),
+            Kind::OptionalText if raw.trim().is_empty() => Value::Null,
+            Kind::OptionalText => Value::from(raw),
+            Kind::Number => Value::from(
+                raw.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("{raw:?} is not a whole number"))?,
+            ),
+            Kind::List => Value::from(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>(),
+            ),
+        })
+    }
+}
+
+/// One configuration key: a field of [`Config`].
+#[derive(Debug)]
+pub struct Key {
+    /// The field's name, as written in `hearsay.toml`.
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Placeholder for the value in `--help`.
+    pub value_name: &'static str,
+    pub help: &'static str,
+    /// A valid value other than the default (shown in `--help`, used by tests).
+    pub example: &'static str,
+}
+
+/// Every configuration key. The TOML defaults are [`Config::default`]; the
+/// environment variables and flags are derived from these rows.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "listen",
+        kind: Kind::List,
+        value_name: "MULTIADDR",
+        help: "libp2p listen addresses (TCP and QUIC); port 0 picks a free port",
+        example: "/ip4/0.0.0.0/tcp/4101,/ip4/0.0.0.0/udp/4101/quic-v1",
+    },
+    Key {
+        name: "http",
+        kind: Kind::Text,
+        value_name: "HOST:PORT",
+        help: "HTTP API address; port 0 picks a free port",
+        example: "127.0.0.1:8081",
+    },
+    Key {
+        name: "region",
+        kind: Kind::Text,
+        value_name: "NAME",
+        help: "Region name reported to peers and routers",
+        example: "eu-west",
+    },
+    Key {
+        name: "geo",
+        kind: Kind::OptionalText,
+        value_name: "LAT,LON",
+        help: "Location of this node in degrees, for the router's distance term",
+        example: "53.35,-6.26",
+    },
+    Key {
+        name: "join",
+        kind: Kind::List,
+        value_name: "MULTIADDR",
+        help: "Peers to join, multiaddrs ending in /p2p/<peer id>, redialled with backoff",
+        example: "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN",
+    },
+    Key {
+        name: "sync_interval_ms",
+        kind: Kind::Number,
+        value_name: "MS",
+        help: "Anti-entropy period in milliseconds",
+        example: "500",
+    },
+    Key {
+        name: "target_peers",
+        kind: Kind::Number,
+        value_name: "N",
+        help: "Peers to dial through kad discovery; 0 turns discovery off (a static mesh of join links)",
+        example: "0",
+    },
+    Key {
+        name: "max_connections",
+        kind: Kind::Number,
+        value_name: "N",
+        help: "Hard cap on established connections",
+        example: "64",
+    },
+    Key {
+        name: "cache_docs",
+        kind: Kind::Number,
+        value_name: "N",
+        help: "Documents kept in memory; the rest stay in sled",
+        example: "1024",
+    },
+    Key {
+        name: "checkpoint_interval_ms",
+        kind: Kind::Number,
+        value_name: "MS",
+        help: "Document snapshot (checkpoint) period in milliseconds",
+        example: "5000",
+    },
+];
+
+impl Key {
+    /// The key named `name`.
+    pub fn find(name: &str) -> Result<&'static Key, ConfigError> {
+        KEYS.iter()
+            .find(|k| k.name == name)
+            .ok_or_else(|| ConfigError::UnknownKey(name.to_owned()))
+    }
+
+    /// `HEARSAY_<NAME>`, e.g. `HEARSAY_TARGET_PEERS`.
+    pub fn env_var(&self) -> String {
+        format!("{ENV_PREFIX}{}", self.name.to_ascii_uppercase())
+    }
+
+    /// The long flag without its dashes, e.g. `target-peers`.
+    pub fn flag(&self) -> String {
+        self.name.replace('_', "-")
     }
 }
 
@@ -127,35 +287,48 @@ impl Config {
         })
     }
 
-    /// Applies `HEARSAY_LISTEN`, `HEARSAY_HTTP`, `HEARSAY_REGION`,
-    /// `HEARSAY_GEO`, `HEARSAY_JOIN` (lists comma-separated) and
-    /// `HEARSAY_TARGET_PEERS`.
-    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
-        let list = |s: String| {
-            s.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect()
-        };
-        if let Some(v) = env("HEARSAY_LISTEN") {
-            self.listen = list(v);
+    /// Sets `key` from its string form (an environment variable's value or
+    /// a flag's argument), refusing a value the field cannot hold with an
+    /// error naming the key. Range checks are [`Config::validate`]'s.
+    pub fn set(&mut self, key: &str, raw: &str) -> Result<(), ConfigError> {
+        let key = Key::find(key)?;
+        let value = key.kind.parse(raw).map_err(|why| invalid(key.name, why))?;
+        let mut fields = serde_json::to_value(&*self).expect("config serialises");
+        fields[key.name] = value;
+        *self = serde_json::from_value(fields)
+            .map_err(|e| invalid(key.name, format!("{raw:?}: {e}")))?;
+        Ok(())
+    }
+
+    /// The string form of `key`'s value, as [`Config::set`] reads it.
+    pub fn get(&self, key: &str) -> Result<String, ConfigError> {
+        let key = Key::find(key)?;
+        let fields = serde_json::to_value(self).expect("config serialises");
+        Ok(match &fields[key.name] {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        })
+    }
+
+    /// Applies the environment variable of every key that is set
+    /// ([`Key::env_var`]); a bad value is an error naming the key.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for key in KEYS {
+            let var = key.env_var();
+            if let Some(raw) = env(&var) {
+                self.set(key.name, &raw).map_err(|e| match e {
+                    ConfigError::Invalid { key, why } => invalid(key, format!("{var}: {why}")),
+                    other => other,
+                })?;
+            }
         }
-        if let Some(v) = env("HEARSAY_HTTP") {
-            self.http = v;
-        }
-        if let Some(v) = env("HEARSAY_REGION") {
-            self.region = v;
-        }
-        if let Some(v) = env("HEARSAY_GEO") {
-            self.geo = Some(v);
-        }
-        if let Some(v) = env("HEARSAY_JOIN") {
-            self.join = list(v);
-        }
-        if let Some(v) = env("HEARSAY_TARGET_PEERS").and_then(|v| v.parse().ok()) {
-            self.target_peers = v;
-        }
+        Ok(())
     }
 
     pub fn validate(&self, data_dir: &Path) -> Result<Settings, ConfigError> {
@@ -266,7 +439,8 @@ mod tests {
                     .into(),
             ),
             _ => None,
-        });
+        })
+        .unwrap();
         assert_eq!(c.region, "eu-west");
         assert_eq!(c.join.len(), 1);
         c.validate(Path::new("/tmp")).unwrap();
@@ -278,5 +452,116 @@ mod tests {
         std::fs::write(dir.path().join(CONFIG_FILE), "regoin = 'x'\n").unwrap();
         let e = Config::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("regoin"), "{e}");
+    }
+
+    #[test]
+    fn the_table_and_the_struct_agree() {
+        let fields = serde_json::to_value(Config::default()).unwrap();
+        let fields: Vec<&str> = fields
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        names.sort_unstable();
+        assert_eq!(names, fields, "KEYS and the fields of Config");
+    }
+
+    #[test]
+    fn every_key_round_trips_through_set() {
+        let dir = tempfile::tempdir().unwrap();
+        for key in KEYS {
+            let mut c = Config::default();
+            assert_ne!(c.get(key.name).unwrap(), key.example, "{}", key.name);
+            c.set(key.name, key.example).unwrap();
+            assert_eq!(c.get(key.name).unwrap(), key.example, "{}", key.name);
+            c.validate(dir.path())
+                .unwrap_or_else(|e| panic!("example of {}: {e}", key.name));
+            let again = c.clone();
+            c.set(key.name, &again.get(key.name).unwrap()).unwrap();
+            assert_eq!(c, again, "{}", key.name);
+        }
+    }
+
+    #[test]
+    fn every_key_has_an_environment_variable() {
+        let mut c = Config::default();
+        c.apply_env(|var| {
+            KEYS.iter()
+                .find(|k| k.env_var() == var)
+                .map(|k| k.example.to_owned())
+        })
+        .unwrap();
+        for key in KEYS {
+            assert_eq!(c.get(key.name).unwrap(), key.example, "{}", key.env_var());
+        }
+        assert_eq!(
+            Key::find("target_peers").unwrap().env_var(),
+            "HEARSAY_TARGET_PEERS"
+        );
+        assert_eq!(
+            Key::find("sync_interval_ms").unwrap().flag(),
+            "sync-interval-ms"
+        );
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_the_key() {
+        for (var, raw, key) in [
+            ("HEARSAY_TARGET_PEERS", "many", "target_peers"),
+            ("HEARSAY_MAX_CONNECTIONS", "-1", "max_connections"),
+            ("HEARSAY_MAX_CONNECTIONS", "5000000000", "max_connections"),
+            ("HEARSAY_SYNC_INTERVAL_MS", "2s", "sync_interval_ms"),
+        ] {
+            let mut c = Config::default();
+            let e = c
+                .apply_env(|v| (v == var).then(|| raw.to_owned()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("`{key}`")) && e.contains(var),
+                "{var}: {e}"
+            );
+            assert_eq!(
+                c,
+                Config::default(),
+                "{var}: a refused value changes nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn lists_and_optional_values_from_strings() {
+        let mut c = Config::default();
+        c.set(
+            "listen",
+            " /ip4/127.0.0.1/tcp/0 , ,/ip4/127.0.0.1/udp/0/quic-v1",
+        )
+        .unwrap();
+        assert_eq!(
+            c.listen,
+            ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]
+        );
+        c.set("geo", "1,2").unwrap();
+        assert_eq!(c.geo.as_deref(), Some("1,2"));
+        c.set("geo", "").unwrap();
+        assert_eq!(c.geo, None);
+        assert!(matches!(
+            c.set("regoin", "x"),
+            Err(ConfigError::UnknownKey(k)) if k == "regoin"
+        ));
+    }
+
+    #[test]
+    fn the_readme_lists_every_key() {
+        let readme = include_str!("../../README.md");
+        for key in KEYS {
+            let row = format!("`{}` | `--{}` |", key.env_var(), key.flag());
+            assert!(
+                readme.contains(&format!("| `{}`", key.name)) && readme.contains(&row),
+                "README.md's key table lacks {row}"
+            );
+        }
     }
 }

@@ -10,10 +10,16 @@
 //! - [`api`]: the axum HTTP API, which talks to the core by command.
 //!
 //! [`node::run`] wires them together from validated [`config::Settings`].
+//!
+//! Around a node: [`client`] is the typed client of its HTTP API, and
+//! [`launch`] starts and stops `hearsay node` processes (tests, benchmark,
+//! demo).
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod core;
+pub mod launch;
 pub mod metrics;
 pub mod net;
 pub mod node;

@@ -3,11 +3,13 @@
 //!
 //! - [`binary`] builds the `hearsay` binary once per test process and finds it
 //!   next to the test executable (`target/<profile>/hearsay`).
-//! - [`TestNode`] runs one node in its own temporary data directory (stderr
-//!   to `DIR/node.log`, printed when a test panics), can kill it (SIGKILL),
-//!   stop it (SIGTERM) and restart it on the same directory (same identity),
-//!   and wraps the API, unwrapping the `{"status": "OK", "body": ...}`
-//!   envelope.
+//! - [`TestNode`] is a thin wrapper over the node launcher
+//!   ([`hearsay_node::launch`]) and the typed client
+//!   ([`hearsay_node::client`]): one node in its own temporary data directory
+//!   (its log printed when a test panics), killed, stopped and restarted on
+//!   the same directory, with helpers that panic naming the node.
+//! - Convergence is checked by content: [`TestNode::version_vector`] refuses a
+//!   missing or empty vector, and [`TestNode::contents`] reads every post.
 //! - [`wait_until`] polls a condition, bounded in time and in count.
 //! - [`proxy::Proxy`] adds latency to a link, or cuts it (a partition).
 
@@ -16,23 +18,21 @@
 pub mod proxy;
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
-use hearsay_node::node::{ANNOUNCE_FILE, Announcement};
-use reqwest::StatusCode;
-use serde_json::{Value, json};
+use anyhow::Context as _;
+use hearsay_crdt::Post;
+pub use hearsay_node::client::Answer;
+use hearsay_node::client::{Client, ClientError, StatusCode};
+use hearsay_node::launch::{Launch, NodeProcess};
+use hearsay_node::node::Announcement;
+use serde_json::Value;
 use tempfile::TempDir;
 
-/// How long a node may take to start (write `node.json` and answer health).
-pub const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a node may take to exit after SIGTERM.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of one HTTP request.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Poll period of [`wait_until`].
@@ -40,16 +40,13 @@ pub const POLL: Duration = Duration::from_millis(50);
 /// Lines of a node's log printed when a test fails.
 const LOG_TAIL_LINES: usize = 80;
 
-/// Environment variables the node reads as configuration: removed so that
-/// the caller's environment cannot change the cluster under test.
-pub const NODE_ENV: [&str; 6] = [
-    "HEARSAY_LISTEN",
-    "HEARSAY_HTTP",
-    "HEARSAY_REGION",
-    "HEARSAY_GEO",
-    "HEARSAY_JOIN",
-    "HEARSAY_TARGET_PEERS",
-];
+/// Removes the node's configuration variables (`HEARSAY_*`, from the key
+/// table) from `cmd`, so the caller's environment cannot change the nodes.
+pub fn clear_node_env(cmd: &mut Command) {
+    for key in hearsay_node::config::KEYS {
+        cmd.env_remove(key.env_var());
+    }
+}
 
 /// The `hearsay` binary, built once per test process.
 ///
@@ -148,55 +145,26 @@ pub async fn wait_until(timeout: Duration, what: &str, mut check: impl AsyncFnMu
     panic!("timed out after {timeout:?} waiting until {what}");
 }
 
-/// An HTTP answer: status code and the JSON body (a JSON string holding the
-/// text when the body is not JSON).
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub json: Value,
-}
-
-impl Answer {
-    /// The `body` of an `{"status": "OK"}` envelope of a 200 answer.
-    pub fn ok_body(self) -> anyhow::Result<Value> {
-        if self.status != StatusCode::OK || self.json["status"] != "OK" {
-            bail!("expected 200 OK, got {}: {}", self.status, self.json);
-        }
-        Ok(self.json["body"].clone())
-    }
-
-    /// Asserts an error answer: the expected code and the error envelope
-    /// `{"status": "ERROR", "error": "<non-empty message>"}`.
-    pub fn assert_error(&self, expected: StatusCode, what: &str) {
-        assert_eq!(
-            self.status, expected,
-            "{what}: expected {expected}, got {}: {}",
-            self.status, self.json
-        );
-        assert_eq!(
-            self.json["status"], "ERROR",
-            "{what}: not an error envelope: {}",
-            self.json
-        );
-        let message = self.json["error"].as_str().unwrap_or_default();
-        assert!(
-            !message.trim().is_empty(),
-            "{what}: error envelope without a message: {}",
-            self.json
-        );
-    }
+/// Asserts an error answer: the expected code and the error envelope
+/// `{"status": "ERROR", "error": "<non-empty message>"}`.
+pub fn assert_error(answer: &Answer, expected: StatusCode, what: &str) {
+    assert_eq!(
+        answer.status, expected,
+        "{what}: expected {expected}, got {}: {}",
+        answer.status, answer.json
+    );
+    assert!(
+        answer.error_message().is_some(),
+        "{what}: not an error envelope with a message: {}",
+        answer.json
+    );
 }
 
 /// One `hearsay node` process with its own data directory.
 pub struct TestNode {
     pub name: String,
+    process: NodeProcess,
     dir: TempDir,
-    join: Vec<String>,
-    listen: Vec<String>,
-    child: Option<Child>,
-    announce: Option<Announcement>,
-    http: reqwest::Client,
-    starts: usize,
 }
 
 impl std::fmt::Debug for TestNode {
@@ -204,7 +172,7 @@ impl std::fmt::Debug for TestNode {
         f.debug_struct("TestNode")
             .field("name", &self.name)
             .field("dir", &self.dir.path())
-            .field("pid", &self.child.as_ref().map(Child::id))
+            .field("pid", &self.process.pid())
             .finish_non_exhaustive()
     }
 }
@@ -219,16 +187,37 @@ impl TestNode {
     /// Like [`TestNode::start`], with `config` (TOML) as the node's
     /// `hearsay.toml`; flags still set the addresses, region and joins.
     pub async fn start_with_config(name: &str, join: &[&str], config: &str) -> TestNode {
-        TestNode::start_full(name, join, config, &["/ip4/127.0.0.1/tcp/0"]).await
+        TestNode::start_full(name, join, config, &["/ip4/127.0.0.1/tcp/0"], |l| l).await
     }
 
     /// Like [`TestNode::start`], listening on the given multiaddrs (for
     /// QUIC, or a fixed port that must survive a restart).
     pub async fn start_listening(name: &str, join: &[&str], listen: &[&str]) -> TestNode {
-        TestNode::start_full(name, join, "", listen).await
+        TestNode::start_full(name, join, "", listen, |l| l).await
     }
 
-    async fn start_full(name: &str, join: &[&str], config: &str, listen: &[&str]) -> TestNode {
+    /// Like [`TestNode::start_with_config`], inside network namespace `ns`
+    /// (see `netns.rs`), listening for peers and HTTP on `ip` (OS-chosen
+    /// ports), which the test process must be able to reach.
+    pub async fn start_in_namespace(
+        name: &str,
+        ns: &str,
+        ip: std::net::Ipv4Addr,
+        join: &[&str],
+        config: &str,
+    ) -> TestNode {
+        let launch = |l: Launch| l.netns(ns).set("http", format!("{ip}:0"));
+        let listen = format!("/ip4/{ip}/tcp/0");
+        TestNode::start_full(name, join, config, &[&listen], launch).await
+    }
+
+    async fn start_full(
+        name: &str,
+        join: &[&str],
+        config: &str,
+        listen: &[&str],
+        adjust: impl FnOnce(Launch) -> Launch,
+    ) -> TestNode {
         let dir = tempfile::Builder::new()
             .prefix(&format!("hearsay-test-{name}-"))
             .tempdir()
@@ -237,167 +226,60 @@ impl TestNode {
             std::fs::write(dir.path().join(hearsay_node::config::CONFIG_FILE), config)
                 .expect("writing hearsay.toml");
         }
-        let mut node = TestNode {
+        let mut launch = Launch::new(binary(), dir.path())
+            .set("http", "127.0.0.1:0")
+            .set("region", name)
+            .set("listen", listen.join(","))
+            .env("NO_COLOR", "1");
+        if !join.is_empty() {
+            launch = launch.set("join", join.join(","));
+        }
+        launch = adjust(launch);
+        if std::env::var_os("RUST_LOG").is_none() {
+            launch = launch.env(
+                "RUST_LOG",
+                "info,hearsay_node=debug,libp2p=warn,libp2p_gossipsub=error",
+            );
+        }
+        let log = dir.path().join(hearsay_node::launch::LOG_FILE);
+        let process = launch.start().await.unwrap_or_else(|e| {
+            panic!("{name}: {e}\n{}", log_tail(name, &log));
+        });
+        TestNode {
             name: name.to_owned(),
+            process,
             dir,
-            join: join.iter().map(|s| (*s).to_owned()).collect(),
-            listen: listen.iter().map(|s| (*s).to_owned()).collect(),
-            child: None,
-            announce: None,
-            http: reqwest::Client::builder()
-                .timeout(HTTP_TIMEOUT)
-                .build()
-                .expect("HTTP client"),
-            starts: 0,
-        };
-        node.spawn().await;
-        node
+        }
     }
 
     /// Restarts a stopped or killed node on the same data directory (same
     /// identity, same join list; the HTTP and libp2p ports change).
     pub async fn restart(&mut self) {
         assert!(
-            self.child.is_none(),
+            !self.is_running(),
             "{}: restart of a running node",
             self.name
         );
-        self.spawn().await;
-    }
-
-    async fn spawn(&mut self) {
-        let dir = self.dir.path().to_path_buf();
-        // A killed node leaves its node.json behind: never read a stale one.
-        match std::fs::remove_file(dir.join(ANNOUNCE_FILE)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => panic!("{}: removing the old node.json: {e}", self.name),
+        if let Err(e) = self.process.restart().await {
+            panic!("{}: {e}\n{}", self.name, self.log_tail());
         }
-        self.announce = None;
-        self.starts += 1;
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("node log file");
-        writeln!(log, "==== test harness: start #{} ====", self.starts).expect("log");
-        let mut cmd = Command::new(binary());
-        cmd.arg("node")
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--http", "127.0.0.1:0"])
-            .args(["--region", &self.name]);
-        for l in &self.listen {
-            cmd.args(["--listen", l]);
-        }
-        for j in &self.join {
-            cmd.args(["--join", j]);
-        }
-        for var in NODE_ENV {
-            cmd.env_remove(var);
-        }
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env(
-                "RUST_LOG",
-                "info,hearsay_node=debug,libp2p=warn,libp2p_gossipsub=error",
-            );
-        }
-        cmd.env("NO_COLOR", "1");
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: spawning {}: {e}", self.name, binary().display()));
-        self.child = Some(child);
-
-        let started = Instant::now();
-        let max_polls = START_TIMEOUT.as_millis() / POLL.as_millis() + 2;
-        for _ in 0..max_polls {
-            if let Some(a) = Announcement::read(&dir).filter(|a| a.addr("tcp").is_some()) {
-                self.announce = Some(a);
-                break;
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                panic!(
-                    "{}: node exited during start-up with {status}\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-            }
-            if started.elapsed() >= START_TIMEOUT {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        assert!(
-            self.announce.is_some(),
-            "{}: no node.json within {START_TIMEOUT:?}\n{}",
-            self.name,
-            self.log_tail()
-        );
-        for _ in 0..max_polls {
-            if let Ok(a) = self.get("/api/v0/health").await
-                && a.status == StatusCode::OK
-            {
-                return;
-            }
-            if started.elapsed() >= START_TIMEOUT {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        panic!(
-            "{}: health did not answer 200 within {START_TIMEOUT:?}\n{}",
-            self.name,
-            self.log_tail()
-        );
     }
 
     /// Kills the process with SIGKILL (a crash) and reaps it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// Stops the process with SIGTERM and waits for it to exit.
     pub async fn stop(&mut self) -> ExitStatus {
-        let mut child = self
-            .child
-            .take()
-            .expect("stop of a node that is not running");
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("running kill -TERM");
-        assert!(sent.success(), "{}: kill -TERM failed: {sent}", self.name);
-        let started = Instant::now();
-        let max_polls = STOP_TIMEOUT.as_millis() / POLL.as_millis() + 2;
-        for _ in 0..max_polls {
-            if let Some(status) = child.try_wait().expect("waiting for the node") {
-                return status;
-            }
-            if started.elapsed() >= STOP_TIMEOUT {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
+        match self.process.stop().await {
+            Ok(status) => status,
+            Err(e) => panic!("{}: {e}\n{}", self.name, self.log_tail()),
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "{}: no exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
-            self.name,
-            self.log_tail()
-        );
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_running()
     }
 
     pub fn dir(&self) -> &Path {
@@ -405,27 +287,17 @@ impl TestNode {
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("node.log")
+        self.process.log_path()
     }
 
     /// The last lines of the node's log, headed by the node's name.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
-        format!(
-            "---- log of node {} ({}), last {} lines ----\n{}\n---- end of log of {} ----",
-            self.name,
-            self.log_path().display(),
-            tail.len(),
-            tail.join("\n"),
-            self.name
-        )
+        log_tail(&self.name, &self.log_path())
     }
 
     /// What the running node announced in `node.json`.
     pub fn announcement(&self) -> &Announcement {
-        self.announce.as_ref().expect("the node has started")
+        self.process.announcement()
     }
 
     /// The node's TCP multiaddr, ending in `/p2p/<peer id>`.
@@ -436,39 +308,46 @@ impl TestNode {
             .to_owned()
     }
 
+    /// The node's TCP listen address as a socket address (for a proxy).
+    pub fn tcp_socket_addr(&self) -> SocketAddr {
+        let addr = self.tcp_addr();
+        let parts: Vec<&str> = addr.split('/').collect();
+        format!("{}:{}", parts[2], parts[4])
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {addr} as a socket address: {e}", self.name))
+    }
+
     pub fn peer_id(&self) -> String {
         self.announcement().peer_id.clone()
     }
 
     /// `http://host:port` + `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.announcement().url())
+        self.client().url(path)
+    }
+
+    /// The typed client of the running node's API.
+    pub fn client(&self) -> &Client {
+        self.process.client()
     }
 
     /// The HTTP client, for requests the helpers do not cover.
     pub fn http(&self) -> &reqwest::Client {
-        &self.http
+        self.client().http()
     }
 
     // ---- HTTP -------------------------------------------------------------
 
     /// Sends a request and reads the answer; errors only on transport failure.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
-        let response = request
-            .send()
+        self.client()
+            .send(request)
             .await
-            .with_context(|| format!("{}: HTTP request", self.name))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .with_context(|| format!("{}: reading the HTTP answer", self.name))?;
-        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok(Answer { status, json })
+            .with_context(|| format!("{}: HTTP request", self.name))
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {
-        self.send(self.http.get(self.url(path))).await
+        self.send(self.http().get(self.url(path))).await
     }
 
     /// A POST with a raw body and content type.
@@ -479,7 +358,7 @@ impl TestNode {
         body: impl Into<reqwest::Body>,
     ) -> anyhow::Result<Answer> {
         self.send(
-            self.http
+            self.http()
                 .post(self.url(path))
                 .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(body),
@@ -488,125 +367,127 @@ impl TestNode {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Answer> {
-        self.send(self.http.post(self.url(path)).json(body)).await
+        self.send(self.http().post(self.url(path)).json(body)).await
     }
 
     pub async fn patch_json(&self, path: &str, body: &Value) -> anyhow::Result<Answer> {
-        self.send(self.http.patch(self.url(path)).json(body)).await
+        self.send(self.http().patch(self.url(path)).json(body))
+            .await
     }
 
-    /// `GET /api/v0/stats`, unwrapped.
+    /// Unwraps `result`, panicking with the node's name and `what`.
+    fn expect<T>(&self, what: &str, result: Result<T, ClientError>) -> T {
+        result.unwrap_or_else(|e| panic!("{}: {what}: {e}", self.name))
+    }
+
+    /// `GET /api/v0/stats`, unwrapped, every field.
     pub async fn stats(&self) -> Value {
-        self.get("/api/v0/stats")
-            .await
-            .and_then(Answer::ok_body)
-            .unwrap_or_else(|e| panic!("{}: stats: {e:#}", self.name))
+        self.expect("stats", self.client().get_body("/api/v0/stats").await)
     }
 
     /// The revision (version vector sum) from stats.
     pub async fn revision(&self) -> u64 {
-        self.stats().await["revision"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{}: stats without a revision", self.name))
+        self.expect("stats", self.client().stats().await).revision
     }
 
-    /// The version vector from stats: origin (hex) -> highest contiguous seq.
+    /// The version vector from stats: origin (hex) -> highest contiguous
+    /// seq. Panics when stats have none or it is empty: call it only on a
+    /// node that holds writes, so that comparing vectors can fail.
     pub async fn version_vector(&self) -> BTreeMap<String, u64> {
-        version_vector(&self.stats().await)
+        let vv = self
+            .expect("stats", self.client().stats().await)
+            .version_vector;
+        assert!(
+            !vv.is_empty() && vv.values().all(|seq| *seq > 0),
+            "{}: empty version vector {vv:?}",
+            self.name
+        );
+        vv
     }
 
     /// Rejections by kind from stats (0 when absent).
     pub async fn rejected(&self, kind: &str) -> u64 {
-        self.stats().await["rejected"][kind].as_u64().unwrap_or(0)
+        let stats = self.expect("stats", self.client().stats().await);
+        stats.rejected.get(kind).copied().unwrap_or(0)
     }
 
     /// Creates a post; the answer as is (for writers that tolerate failures).
     pub async fn try_create_post(&self, body: &str) -> anyhow::Result<Answer> {
-        self.post_json("/api/v0/p", &json!({"author": "tester", "body": body}))
-            .await
+        self.post_json(
+            "/api/v0/p",
+            &serde_json::json!({"author": "tester", "body": body}),
+        )
+        .await
     }
 
     /// Creates a post and returns its id; panics unless the node answers 200.
     pub async fn create_post(&self, body: &str) -> String {
-        let post = self
-            .try_create_post(body)
-            .await
-            .and_then(Answer::ok_body)
-            .unwrap_or_else(|e| panic!("{}: creating a post: {e:#}", self.name));
-        post["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{}: created post without an id: {post}", self.name))
-            .to_owned()
+        let created = self.client().create_post(Some("tester"), body, None).await;
+        self.expect("creating a post", created).id.to_string()
     }
 
     /// `GET /api/v0/p/{id}`: the post, `None` on 404; panics otherwise.
     pub async fn post(&self, id: &str) -> Option<Value> {
-        let answer = self
-            .get(&format!("/api/v0/p/{id}"))
-            .await
-            .unwrap_or_else(|e| panic!("{}: reading post {id}: {e:#}", self.name));
-        if answer.status == StatusCode::NOT_FOUND {
-            return None;
-        }
-        let body = answer
-            .ok_body()
-            .unwrap_or_else(|e| panic!("{}: reading post {id}: {e:#}", self.name));
-        Some(body["post"].clone())
+        let found = self.client().post(id).await;
+        let found = self.expect(&format!("reading post {id}"), found)?;
+        Some(serde_json::to_value(found.post).expect("a post is JSON"))
     }
 
     /// The body text of post `id`, if the node has it.
     pub async fn post_body(&self, id: &str) -> Option<String> {
-        self.post(id)
-            .await
-            .map(|p| p["body"].as_str().unwrap_or_default().to_owned())
+        let found = self.client().post(id).await;
+        Some(self.expect(&format!("reading post {id}"), found)?.post.body)
     }
 
     /// `GET /api/v0/p?limit=N`: the newest posts.
     pub async fn posts(&self, limit: usize) -> Vec<Value> {
-        let body = self
-            .get(&format!("/api/v0/p?limit={limit}"))
-            .await
-            .and_then(Answer::ok_body)
-            .unwrap_or_else(|e| panic!("{}: listing posts: {e:#}", self.name));
-        body.as_array()
-            .unwrap_or_else(|| panic!("{}: listing is not an array: {body}", self.name))
-            .clone()
+        let posts = self.client().posts(limit, None).await;
+        self.expect("listing posts", posts)
+            .into_iter()
+            .map(|p| serde_json::to_value(p).expect("a post is JSON"))
+            .collect()
     }
 
-    /// Every post id in the listing, following `before` pages.
-    pub async fn all_post_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = Vec::new();
+    /// Every post in the listing, newest first, following `before` pages.
+    pub async fn all_posts(&self) -> Vec<Post> {
+        let mut posts: Vec<Post> = Vec::new();
         for _ in 0..10_000 {
-            let path = match ids.last() {
-                None => "/api/v0/p?limit=500".to_owned(),
-                Some(last) => format!("/api/v0/p?limit=500&before={last}"),
-            };
-            let body = self
-                .get(&path)
-                .await
-                .and_then(Answer::ok_body)
-                .unwrap_or_else(|e| panic!("{}: listing posts: {e:#}", self.name));
-            let page = body.as_array().cloned().unwrap_or_default();
+            let before = posts.last().map(|p| p.id.to_string());
+            let page = self.client().posts(500, before.as_deref()).await;
+            let page = self.expect("listing posts", page);
             if page.is_empty() {
-                return ids;
+                return posts;
             }
-            ids.extend(
-                page.iter()
-                    .map(|p| p["id"].as_str().unwrap_or_default().to_owned()),
-            );
+            posts.extend(page);
         }
         panic!("{}: listing did not end after 10,000 pages", self.name);
     }
 
+    /// Every post id in the listing, following `before` pages.
+    pub async fn all_post_ids(&self) -> Vec<String> {
+        self.all_posts()
+            .await
+            .iter()
+            .map(|p| p.id.to_string())
+            .collect()
+    }
+
+    /// The node's documents as a client sees them: every listed post, by id,
+    /// with its body, author, edit time and tombstone. Two converged nodes
+    /// answer the same.
+    pub async fn contents(&self) -> BTreeMap<String, Post> {
+        self.all_posts()
+            .await
+            .into_iter()
+            .map(|p| (p.id.to_string(), p))
+            .collect()
+    }
+
     /// `PATCH /api/v0/p/{id}`: the edited post; panics unless 200.
     pub async fn edit(&self, id: &str, pos: usize, delete: usize, insert: &str) -> Value {
-        self.patch_json(
-            &format!("/api/v0/p/{id}"),
-            &json!({"pos": pos, "delete": delete, "insert": insert}),
-        )
-        .await
-        .and_then(Answer::ok_body)
-        .unwrap_or_else(|e| panic!("{}: editing post {id}: {e:#}", self.name))
+        let edited = self.client().edit(id, pos, delete, insert).await;
+        let post = self.expect(&format!("editing post {id}"), edited);
+        serde_json::to_value(post).expect("a post is JSON")
     }
 }
 
@@ -619,21 +500,59 @@ impl Drop for TestNode {
     }
 }
 
-/// The version vector of a stats body.
-pub fn version_vector(stats: &Value) -> BTreeMap<String, u64> {
-    stats["version_vector"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The last lines of the log at `path`, headed by the node's name.
+fn log_tail(name: &str, path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    format!(
+        "---- log of node {name} ({}), last {} lines ----\n{}\n---- end of log of {name} ----",
+        path.display(),
+        tail.len(),
+        tail.join("\n"),
+    )
 }
 
 /// Whether `have` covers `want`: every origin's seq in `have` is at least
-/// the one in `want`.
+/// the one in `want`. An empty `want` is a mistake (it covers anything).
 pub fn covers(have: &BTreeMap<String, u64>, want: &BTreeMap<String, u64>) -> bool {
+    assert!(!want.is_empty(), "covers: an empty version vector to cover");
     want.iter()
         .all(|(origin, seq)| have.get(origin).copied().unwrap_or(0) >= *seq)
+}
+
+/// A proxy in front of `node`'s TCP address, delaying each direction by
+/// `delay`, and the multiaddr to join `node` through it.
+pub async fn proxy_to(node: &TestNode, delay: Duration) -> (proxy::Proxy, String) {
+    let proxy = proxy::Proxy::start(node.tcp_socket_addr(), delay).await;
+    let via = format!(
+        "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+        proxy.addr.port(),
+        node.peer_id()
+    );
+    (proxy, via)
+}
+
+/// Asserts that `nodes` hold the same documents: equal version vectors
+/// (never empty) and the same posts with the same contents.
+pub async fn assert_converged(nodes: &[&TestNode]) {
+    let (first, rest) = nodes.split_first().expect("at least one node");
+    let (vv, contents) = (first.version_vector().await, first.contents().await);
+    assert!(!contents.is_empty(), "{}: no posts to compare", first.name);
+    for node in rest {
+        assert_eq!(
+            node.version_vector().await,
+            vv,
+            "version vectors of {} and {}",
+            node.name,
+            first.name
+        );
+        assert_eq!(
+            node.contents().await,
+            contents,
+            "posts of {} and {}",
+            node.name,
+            first.name
+        );
+    }
 }

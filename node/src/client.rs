@@ -1,0 +1,328 @@
+//! The typed client of the HTTP API: the one place that unwraps the JSON
+//! envelope `{"status": "OK"|"ERROR", "body": ..., "error": "..."}`.
+//!
+//! The CLI, the cluster tests, the benchmark and the demo all talk to nodes
+//! through [`Client`]. Each route has a typed method; an answer that is not
+//! `200 {"status": "OK"}` becomes a [`ClientError`] that keeps the HTTP status
+//! and the server's message, so callers (and tests) can tell a refusal (4xx,
+//! 503) from a transport failure or a malformed answer. For requests the
+//! typed methods cannot express (bad input, on purpose), [`Client::get_raw`]
+//! and [`Client::send`] return the status and the JSON as they came.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), hearsay_node::client::ClientError> {
+//! use hearsay_node::client::Client;
+//! let node = Client::new("http://127.0.0.1:8080");
+//! let post = node.create_post(Some("ann"), "hello", None).await?;
+//! let read = node.post(&post.id.to_string()).await?.expect("just written");
+//! assert_eq!(read.post.body, "hello");
+//! println!("revision {}", node.stats().await?.revision);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hearsay_crdt::{Post, PostId};
+pub use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Timeout of one request made by [`Client::new`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a request did not produce the answer asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No answer: connection refused or reset, timeout, body cut off.
+    #[error("{url}: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The node answered with an error (the envelope's message, or the
+    /// status's reason when the answer had none).
+    #[error("{url}: HTTP {status}: {message}")]
+    Refused {
+        url: String,
+        status: StatusCode,
+        message: String,
+    },
+    /// The node answered something that is not the envelope expected.
+    #[error("{url}: HTTP {status}: not a hearsay answer: {why}")]
+    Malformed {
+        url: String,
+        status: StatusCode,
+        why: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status, when the node answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Transport { .. } => None,
+            ClientError::Refused { status, .. } | ClientError::Malformed { status, .. } => {
+                Some(*status)
+            }
+        }
+    }
+
+    /// The server's error message, for a refusal.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// An answer as it came: the status and the JSON body (a JSON string holding
+/// the text when the body is not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub url: String,
+    pub status: StatusCode,
+    pub json: Value,
+}
+
+impl Answer {
+    /// The `body` of a `200 {"status": "OK"}` answer, or the error it is.
+    pub fn ok_body(self) -> Result<Value, ClientError> {
+        if self.status == StatusCode::OK && self.json["status"] == "OK" {
+            Ok(self.json["body"].clone())
+        } else {
+            Err(self.into_error())
+        }
+    }
+
+    /// The error an answer other than `200 OK` is: a refusal when the node
+    /// answered an error status or an error envelope, else malformed.
+    fn into_error(self) -> ClientError {
+        if self.json["status"] == "ERROR" || !self.status.is_success() {
+            let message = match self.json["error"].as_str() {
+                Some(m) => m.to_owned(),
+                None => self.status.canonical_reason().unwrap_or("error").to_owned(),
+            };
+            return ClientError::Refused {
+                url: self.url,
+                status: self.status,
+                message,
+            };
+        }
+        ClientError::Malformed {
+            url: self.url,
+            status: self.status,
+            why: format!("no OK envelope in {}", self.json),
+        }
+    }
+
+    /// The message of an error envelope (`{"status": "ERROR", "error": "..."}`
+    /// with a non-blank message); `None` for any other answer.
+    pub fn error_message(&self) -> Option<&str> {
+        if self.json["status"] != "ERROR" {
+            return None;
+        }
+        self.json["error"].as_str().filter(|m| !m.trim().is_empty())
+    }
+}
+
+/// `GET /api/v0/stats`: the fields clients rely on, and the rest as JSON.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Stats {
+    pub peer_id: String,
+    pub region: String,
+    /// Sum of the version vector.
+    pub revision: u64,
+    /// Origin (hex node id) to highest contiguous seq.
+    pub version_vector: BTreeMap<String, u64>,
+    /// Connected peers.
+    pub peers: u64,
+    /// Refused peer messages by kind.
+    #[serde(default)]
+    pub rejected: BTreeMap<String, u64>,
+    /// Every other field of the answer.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, Value>,
+}
+
+/// `GET /api/v0/p/{id}`: the post and the id of the one before it in the
+/// public timeline.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadPost {
+    pub post: Post,
+    pub prev: Option<PostId>,
+}
+
+/// A client of one node's HTTP API. Cheap to clone (the connection pool is
+/// shared).
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the node at `base_url` (`http://host:port`), with
+    /// [`DEFAULT_TIMEOUT`] per request.
+    pub fn new(base_url: &str) -> Client {
+        let http = reqwest::Client::builder()
+            .timeout(DEFAULT_TIMEOUT)
+            .build()
+            .expect("HTTP client");
+        Client::with_http(base_url, http)
+    }
+
+    /// A client using `http` (its pool, timeouts) for its requests.
+    pub fn with_http(base_url: &str, http: reqwest::Client) -> Client {
+        Client {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The base URL followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The underlying HTTP client, to build requests for [`Client::send`].
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    // ---- raw ----------------------------------------------------------------
+
+    /// Sends `request` and returns the answer whatever its status; errors
+    /// only when no complete answer arrived.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, ClientError> {
+        let (client, request) = request.build_split();
+        let request = request.map_err(|source| ClientError::Transport {
+            url: self.base.clone(),
+            source,
+        })?;
+        let url = request.url().to_string();
+        let transport = |source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let response = client.execute(request).await.map_err(transport)?;
+        let status = response.status();
+        let text = response.text().await.map_err(transport)?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(Answer { url, status, json })
+    }
+
+    /// `GET path`, the answer as it came.
+    pub async fn get_raw(&self, path: &str) -> Result<Answer, ClientError> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    /// `GET path`, the body of the OK envelope.
+    pub async fn get_body(&self, path: &str) -> Result<Value, ClientError> {
+        self.get_raw(path).await?.ok_body()
+    }
+
+    async fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let answer = self.send(request).await?;
+        let (url, status) = (answer.url.clone(), answer.status);
+        serde_json::from_value(answer.ok_body()?).map_err(|e| ClientError::Malformed {
+            url,
+            status,
+            why: e.to_string(),
+        })
+    }
+
+    // ---- routes -------------------------------------------------------------
+
+    /// `GET /api/v0/health`: Ok while the node takes writes; a 503 refusal
+    /// (with the reason) when its store failed or it is shutting down.
+    pub async fn health(&self) -> Result<Value, ClientError> {
+        self.get_body("/api/v0/health").await
+    }
+
+    /// `GET /api/v0/stats`.
+    pub async fn stats(&self) -> Result<Stats, ClientError> {
+        self.typed(self.http.get(self.url("/api/v0/stats"))).await
+    }
+
+    /// `POST /api/v0/p`: creates a post (anonymous without an author).
+    pub async fn create_post(
+        &self,
+        author: Option<&str>,
+        body: &str,
+        reply_to: Option<&str>,
+    ) -> Result<Post, ClientError> {
+        let request = self
+            .http
+            .post(self.url("/api/v0/p"))
+            .json(&json!({"author": author, "body": body, "reply_to": reply_to}));
+        self.typed(request).await
+    }
+
+    /// `GET /api/v0/p/{id}`: the post, `None` when the node does not hold it
+    /// (404).
+    pub async fn post(&self, id: &str) -> Result<Option<ReadPost>, ClientError> {
+        match self
+            .typed(self.http.get(self.url(&format!("/api/v0/p/{id}"))))
+            .await
+        {
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    /// `GET /api/v0/p?limit=N[&before=ID]`: the newest posts, or those
+    /// older than `before`.
+    pub async fn posts(
+        &self,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Vec<Post>, ClientError> {
+        let path = match before {
+            None => format!("/api/v0/p?limit={limit}"),
+            Some(b) => format!("/api/v0/p?limit={limit}&before={b}"),
+        };
+        self.typed(self.http.get(self.url(&path))).await
+    }
+
+    /// `PATCH /api/v0/p/{id}`: at character `pos`, removes `delete`
+    /// characters and inserts `insert`; the edited post.
+    pub async fn edit(
+        &self,
+        id: &str,
+        pos: usize,
+        delete: usize,
+        insert: &str,
+    ) -> Result<Post, ClientError> {
+        let request = self
+            .http
+            .patch(self.url(&format!("/api/v0/p/{id}")))
+            .json(&json!({"pos": pos, "delete": delete, "insert": insert}));
+        self.typed(request).await
+    }
+
+    /// `DELETE /api/v0/p/{id}`: the post, now a tombstone.
+    pub async fn delete(&self, id: &str) -> Result<Post, ClientError> {
+        self.typed(self.http.delete(self.url(&format!("/api/v0/p/{id}"))))
+            .await
+    }
+
+    /// `GET /metrics`: the Prometheus text exposition.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let answer = self.get_raw("/metrics").await?;
+        match answer.json {
+            Value::String(text) if answer.status == StatusCode::OK => Ok(text),
+            _ => Err(answer.into_error()),
+        }
+    }
+}
