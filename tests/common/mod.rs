@@ -15,6 +15,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod netns;
 pub mod proxy;
 
 use std::collections::BTreeMap;
