@@ -27,7 +27,10 @@ pub enum Verdict {
 impl Verdict {
     /// Whether this delta shows that an earlier one is missing.
     pub fn is_gap(self) -> bool {
-        matches!(self, Verdict::Buffered | Verdict::Rejected(ErrorKind::SeqGap))
+        matches!(
+            self,
+            Verdict::Buffered | Verdict::Rejected(ErrorKind::SeqGap)
+        )
     }
 
     /// Whether the sender sent something no honest node produces.

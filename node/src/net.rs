@@ -202,7 +202,6 @@ pub struct NetStatus {
     pub listen_addrs: Vec<Multiaddr>,
 }
 
-
 /// Where the node announces its addresses once listening.
 #[derive(Debug, Clone)]
 pub struct Announce {
@@ -409,13 +408,7 @@ impl<S: Store> Net<S> {
                 self.pending.push(
                     async move {
                         let read = tokio::task::spawn_blocking(move || {
-                            read_page(
-                                &store,
-                                &theirs,
-                                &up_to,
-                                bounds.max_deltas,
-                                bounds.max_bytes,
-                            )
+                            read_page(&store, &theirs, &up_to, bounds.max_deltas, bounds.max_bytes)
                         })
                         .await;
                         let response = match read {
@@ -723,8 +716,11 @@ impl<S: Store> Net<S> {
             BehaviourEvent::Identify(event) => {
                 self.p2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = event {
-                    let addrs: Vec<Multiaddr> =
-                        info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER).collect();
+                    let addrs: Vec<Multiaddr> = info
+                        .listen_addrs
+                        .into_iter()
+                        .take(MAX_ADDRS_PER_PEER)
+                        .collect();
                     if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                         for addr in &addrs {
                             kad.add_address(&peer_id, addr.clone());

@@ -77,12 +77,22 @@ impl Lab {
         for i in 0..self.nodes {
             let (ns, outer, inner) = (self.ns(i), self.outer(i), self.inner(i));
             ip(&["netns", "add", &ns])?;
-            ip(&["link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
+            ip(&[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ])?;
             ip(&["link", "set", &inner, "netns", &ns])?;
             ip(&["link", "set", &outer, "master", &a])?;
             ip(&["link", "set", &outer, "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", self.ip(i)), "dev", &inner])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", self.ip(i)),
+                "dev",
+                &inner,
+            ])?;
             ip(&["-n", &ns, "link", "set", &inner, "up"])?;
         }
         Ok(())
