@@ -162,4 +162,9 @@ async fn every_acknowledged_write_is_everywhere_soon_after_a_split_heals() {
     for (secs, took) in figures {
         println!("split {secs:>3} s -> healed in {:>6} ms", took.as_millis());
     }
+    if std::env::var_os("HEARSAY_SPLIT_LOGS").is_some() {
+        for node in &nodes {
+            println!("{}", node.log_tail());
+        }
+    }
 }

@@ -27,8 +27,9 @@
 //!   decides the gossip acceptance: forward what is new, ignore duplicates
 //!   and gaps, reject (and so penalise the sender) only what no honest node
 //!   sends.
-//! - **Links.** Missed pings close a link within seconds, so the node never
-//!   waits on TCP retransmission backoff; join peers and the peers it dialled
+//! - **Links.** A link silent for `link_timeout_ms` (no ping answered, no
+//!   message) is closed, so the node never waits on TCP retransmission
+//!   backoff; join peers and the peers it dialled
 //!   are redialled with a backoff capped at `redial_max_ms`, and discovered
 //!   peers are dialled while below `target_peers`.
 //!
@@ -87,6 +88,12 @@ pub struct Config {
     pub redial_max_ms: Millis,
     /// Consecutive failed pings after which a link is closed.
     pub max_ping_failures: u32,
+    /// A link nothing was heard on (no ping answered, no message) for this
+    /// long is closed. Pings answer every second on a live link; a failed
+    /// ping alone is reported late (libp2p's first failure is silent and
+    /// the next waits on a 10 s stream negotiation), so silence is the
+    /// failure detector that keeps detection within seconds.
+    pub link_timeout_ms: Millis,
     /// Discovered peers are dialled while fewer are connected; 0 turns
     /// discovery off.
     pub target_peers: usize,
@@ -109,8 +116,9 @@ impl Default for Config {
             page_deltas: 1024,
             page_bytes: 4 << 20,
             redial_min_ms: 250,
-            redial_max_ms: 2_000,
+            redial_max_ms: 1_000,
             max_ping_failures: 2,
+            link_timeout_ms: 4_000,
             target_peers: 8,
             forget_after_ms: 10 * 60 * 1000,
             bootstrap_interval_ms: 30_000,
@@ -294,6 +302,8 @@ pub enum Command<P, M> {
 #[derive(Clone, Debug)]
 struct Link {
     ping_failures: u32,
+    /// Last time a ping was answered or a message arrived on the link.
+    heard: Millis,
 }
 
 #[derive(Clone, Debug)]
@@ -421,7 +431,7 @@ where
         match event {
             Event::Tick => self.on_tick(now, &mut out),
             Event::Durable(vv) => self.durable = vv,
-            Event::PeerUp { peer, dialer } => self.on_peer_up(peer, dialer),
+            Event::PeerUp { peer, dialer } => self.on_peer_up(now, peer, dialer),
             Event::PeerDown { peer } => self.on_peer_down(now, peer, &mut out),
             Event::DialFailed { peer } => {
                 // The redial is already scheduled when the dial went out.
@@ -451,6 +461,7 @@ where
             Event::PingOk { peer } => {
                 if let Some(l) = self.links.get_mut(&peer) {
                     l.ping_failures = 0;
+                    l.heard = now;
                 }
             }
             Event::PingFailed { peer } => {
@@ -466,10 +477,13 @@ where
                 self.gap = true;
                 self.maybe_gap_round(now, &mut out);
             }
-            Event::Gossip { from, id, delta } => out.push(Command::Deliver {
-                batch: Batch::Gossip { from, id },
-                deltas: vec![delta],
-            }),
+            Event::Gossip { from, id, delta } => {
+                self.heard(now, &from);
+                out.push(Command::Deliver {
+                    batch: Batch::Gossip { from, id },
+                    deltas: vec![delta],
+                });
+            }
             Event::GossipMalformed { from, id } => out.push(Command::ReportGossip {
                 id,
                 from,
@@ -479,12 +493,16 @@ where
                 from,
                 request,
                 theirs,
-            } => self.on_sync_request(now, from, request, theirs, &mut out),
+            } => {
+                self.heard(now, &from);
+                self.on_sync_request(now, from, request, theirs, &mut out);
+            }
             Event::Served { request } => {
                 self.serving.remove(&request);
             }
             Event::SyncPage { from, deltas, more } => {
-                self.on_sync_page(now, from, deltas, more, &mut out)
+                self.heard(now, &from);
+                self.on_sync_page(now, from, deltas, more, &mut out);
             }
             Event::RequestFailed { peer } => {
                 if let Some(round) = self.rounds.remove(&peer) {
@@ -514,7 +532,24 @@ where
         out
     }
 
+    /// Notes that `peer` was heard from.
+    fn heard(&mut self, now: Millis, peer: &P) {
+        if let Some(l) = self.links.get_mut(peer) {
+            l.heard = l.heard.max(now);
+        }
+    }
+
     fn on_tick(&mut self, now: Millis, out: &mut Vec<Command<P, M>>) {
+        // Links silent for too long are dead: close them, so they are
+        // redialled rather than left to TCP's retransmission backoff.
+        let timeout = self.config.link_timeout_ms;
+        for (peer, link) in &mut self.links {
+            if now >= link.heard + timeout {
+                // Once; the link goes when its close is reported.
+                link.heard = now;
+                out.push(Command::Disconnect { peer: *peer });
+            }
+        }
         // Requests that outlived their deadline failed.
         let expired: Vec<P> = self
             .rounds
@@ -560,8 +595,14 @@ where
         }
     }
 
-    fn on_peer_up(&mut self, peer: P, dialer: bool) {
-        self.links.insert(peer, Link { ping_failures: 0 });
+    fn on_peer_up(&mut self, now: Millis, peer: P, dialer: bool) {
+        self.links.insert(
+            peer,
+            Link {
+                ping_failures: 0,
+                heard: now,
+            },
+        );
         match self.targets.get_mut(&peer) {
             Some(t) => {
                 t.backoff = self.config.redial_min_ms;
@@ -800,10 +841,15 @@ where
             Stage::Requested { deadline } => Some(deadline),
             Stage::Applying { .. } => None,
         });
+        let silences = self
+            .links
+            .values()
+            .map(|l| l.heard + self.config.link_timeout_ms);
         let gap = (self.gap && !self.links.is_empty()).then_some(self.next_gap_round);
         let bootstrap =
             (self.config.target_peers > 0 && !self.links.is_empty()).then_some(self.next_bootstrap);
         dials
+            .chain(silences)
             .chain(requests)
             .chain(gap)
             .chain(bootstrap)

@@ -10,10 +10,13 @@ use super::*;
 type M = SyncMachine<u32, u64>;
 type Cmd = Command<u32, u64>;
 
-/// A static mesh (no discovery) with the default timings.
+/// A static mesh (no discovery) with the default timings, except that
+/// links are not closed for silence (the failure detector has tests of
+/// its own, with the default timeout).
 fn config() -> Config {
     Config {
         target_peers: 0,
+        link_timeout_ms: 3_600_000,
         ..Config::default()
     }
 }
@@ -78,36 +81,24 @@ fn request(to: u32, have: &VersionVector) -> Cmd {
 #[test]
 fn join_peers_are_dialled_at_once_then_with_capped_backoff() {
     let mut m: M = SyncMachine::new(config(), 1, vec![7], 0);
-    assert_eq!(
-        step(&mut m, 0, Event::Tick),
-        vec![Command::Dial { peer: 7 }]
-    );
-    // No answer: dial again after 250, 500, 1000, then every 2000 ms (cap).
-    assert_eq!(step(&mut m, 249, Event::Tick), vec![]);
-    assert_eq!(
-        step(&mut m, 250, Event::Tick),
-        vec![Command::Dial { peer: 7 }]
-    );
-    assert_eq!(
-        step(&mut m, 750, Event::Tick),
-        vec![Command::Dial { peer: 7 }]
-    );
-    assert_eq!(
-        step(&mut m, 1750, Event::Tick),
-        vec![Command::Dial { peer: 7 }]
-    );
-    assert_eq!(
-        step(&mut m, 3750, Event::Tick),
-        vec![Command::Dial { peer: 7 }]
-    );
-    assert_eq!(step(&mut m, 5749, Event::Tick), vec![]);
-    assert_eq!(
-        step(&mut m, 5750, Event::Tick),
-        vec![Command::Dial { peer: 7 }]
-    );
+    let dial = vec![Command::Dial { peer: 7 }];
+    assert_eq!(step(&mut m, 0, Event::Tick), dial);
+    // No answer: dial again after 250, 500, then every 1000 ms (the cap).
+    for (at, expect) in [
+        (249, vec![]),
+        (250, dial.clone()),
+        (749, vec![]),
+        (750, dial.clone()),
+        (1750, dial.clone()),
+        (2749, vec![]),
+        (2750, dial.clone()),
+        (3750, dial.clone()),
+    ] {
+        assert_eq!(step(&mut m, at, Event::Tick), expect, "at {at} ms");
+    }
     // A failed dial does not add dials: the next one is already scheduled.
-    assert_eq!(step(&mut m, 5760, Event::DialFailed { peer: 7 }), vec![]);
-    assert_eq!(step(&mut m, 5800, Event::Tick), vec![]);
+    assert_eq!(step(&mut m, 3760, Event::DialFailed { peer: 7 }), vec![]);
+    assert_eq!(step(&mut m, 3800, Event::Tick), vec![]);
 }
 
 #[test]
@@ -244,6 +235,55 @@ fn bootstrap_runs_while_connected_with_discovery_on() {
         "a sync round only"
     );
     assert_eq!(step(&mut m, 30_010, Event::Tick), vec![Command::Bootstrap]);
+}
+
+#[test]
+fn a_silent_link_is_closed_after_the_link_timeout() {
+    let detector = Config {
+        link_timeout_ms: Config::default().link_timeout_ms,
+        sync_interval_ms: 3_600_000,
+        ..config()
+    };
+    let mut m: M = SyncMachine::new(detector.clone(), 1, vec![], 0);
+    let timeout = detector.link_timeout_ms;
+    step(
+        &mut m,
+        0,
+        Event::PeerUp {
+            peer: 1,
+            dialer: false,
+        },
+    );
+    // Answered pings and arriving messages keep it open.
+    step(&mut m, 1000, Event::PingOk { peer: 1 });
+    step(
+        &mut m,
+        2000,
+        Event::Gossip {
+            from: 1,
+            id: 9,
+            delta: delta(4, 1),
+        },
+    );
+    assert_eq!(step(&mut m, 2000 + timeout - 1, Event::Tick), vec![]);
+    assert_eq!(
+        step(&mut m, 2000 + timeout, Event::Tick),
+        vec![Command::Disconnect { peer: 1 }]
+    );
+    // Once, not at every tick while the close is under way.
+    assert_eq!(step(&mut m, 2000 + timeout + 10, Event::Tick), vec![]);
+    // The silence deadline is a timer of its own.
+    let mut m: M = SyncMachine::new(detector, 1, vec![], 0);
+    let out = m.handle(
+        0,
+        Event::PeerUp {
+            peer: 1,
+            dialer: false,
+        },
+    );
+    assert_eq!(out, vec![Command::ArmTimer { at: timeout }]);
+    let out = m.handle(500, Event::PingOk { peer: 1 });
+    assert_eq!(out, vec![Command::ArmTimer { at: 500 + timeout }]);
 }
 
 #[test]
