@@ -496,10 +496,10 @@ impl<S: Store> Store for FaultyStore<S> {
     }
 
     fn flush(&self) -> StoreResult<()> {
-        let armed = self
-            .faults
-            .fail_flushes
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        let armed =
+            self.faults
+                .fail_flushes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if armed.is_ok() {
             self.faults.failed_flushes.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::Injected("flush failed"));
@@ -846,7 +846,7 @@ mod tests {
 
     #[test]
     fn memory_store_conforms() {
-        conformance::run(|mode| match mode {
+        conformance::run(|mode: Open<'_, MemoryStore>| match mode {
             Open::Fresh => MemoryStore::default(),
             Open::AfterCrash(previous) => previous.crashed(),
         });
@@ -854,7 +854,7 @@ mod tests {
 
     #[test]
     fn faulty_store_conforms_when_no_fault_is_armed() {
-        conformance::run(|mode| match mode {
+        conformance::run(|mode: Open<'_, FaultyStore<MemoryStore>>| match mode {
             Open::Fresh => FaultyStore::new(MemoryStore::default()),
             Open::AfterCrash(previous) => previous.crashed(),
         });
