@@ -580,8 +580,8 @@ impl<S: Store> hearsay_crdt::DocStore for StoreDocs<S> {
 /// Durability is checked against a modelled crash, not a clean reopen: a
 /// clean close may write everything (sled's `Drop` does), which would let a
 /// flush that did nothing pass. The suite asks `open` for
-/// [`Open::AfterCrash`] while the first store is still open and checks that
-/// what was flushed is there.
+/// [`Open::AfterCrash`](conformance::Open::AfterCrash) while the first store
+/// is still open and checks that what was flushed is there.
 pub mod conformance {
     use super::*;
     use hearsay_crdt::Keypair;
