@@ -816,7 +816,10 @@ fn verdicts_follow_input_order() {
         vec![deltas[0].clone(), deltas[0].clone()],
     ]);
     assert_eq!(outs[0].verdicts, vec![Verdict::Accepted]);
-    assert_eq!(outs[1].verdicts, vec![Verdict::Accepted, Verdict::Duplicate]);
+    assert_eq!(
+        outs[1].verdicts,
+        vec![Verdict::Accepted, Verdict::Duplicate]
+    );
     assert!(outs[0].accepted.is_empty());
     assert_eq!(outs[1].accepted.len(), 2);
     assert!(!outs[0].has_gap() && !outs[1].has_gap());

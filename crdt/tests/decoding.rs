@@ -8,8 +8,8 @@ use std::str::FromStr;
 
 use automerge::Automerge;
 use hearsay_crdt::{
-    Delta, DocId, Error, ErrorKind, Keypair, MemoryDocs, NewPost, PostId, Replica, ReplicaConfig, UserName, Verdict,
-    VersionVector,
+    Delta, DocId, Error, ErrorKind, Keypair, MemoryDocs, NewPost, PostId, Replica, ReplicaConfig,
+    UserName, Verdict, VersionVector,
 };
 mod common;
 
@@ -190,7 +190,9 @@ fn any_single_byte_flip_is_rejected() {
                     ));
                     assert!(matches!(
                         out.verdicts.as_slice(),
-                        [Verdict::Rejected(ErrorKind::BadSignature | ErrorKind::SeqGap)]
+                        [Verdict::Rejected(
+                            ErrorKind::BadSignature | ErrorKind::SeqGap
+                        )]
                     ));
                 }
             }
@@ -476,7 +478,7 @@ fn a_corrupted_change_is_malformed_even_when_validly_signed() {
 #[test]
 fn a_malicious_origin_cannot_panic_the_replica() {
     let deltas = sample_deltas();
-    let mut refused = 0;
+    let (mut refused, mut inert) = (0, 0);
     for which in [0, 3] {
         let doc = deltas[which].doc.clone();
         for byte in 0..deltas[which].change.len() {
@@ -488,6 +490,7 @@ fn a_malicious_origin_cannot_panic_the_replica() {
                 assert_eq!(refusals(&out), refusals(&twin_out));
                 assert_eq!(out.verdicts, twin_out.verdicts);
                 assert_eq!(r.heads(&doc).unwrap(), twin.heads(&doc).unwrap());
+                inert += out.inert.len();
                 for (origin, seq, _) in &out.inert {
                     // Stored: accepted, in the vector, never blamed on the sender.
                     assert_eq!(out.verdicts, vec![Verdict::Accepted]);
@@ -517,4 +520,5 @@ fn a_malicious_origin_cannot_panic_the_replica() {
         refused > 0,
         "no corrupted change was refused: the test exercised nothing"
     );
+    assert!(inert > 0, "no change parsed and was refused by automerge");
 }

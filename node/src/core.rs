@@ -450,11 +450,13 @@ impl<S: Store> CoreState<S> {
     /// the checkpoint interval has passed (made durable by the next commit).
     pub fn tick(&mut self, now_ms: u64) {
         self.delay_percentiles = percentiles(&self.delays);
-        let due = now_ms.saturating_sub(self.last_checkpoint_ms) >= self.config.checkpoint_interval_ms;
-        if due && self.failed.is_none() {
-            if let Err(e) = self.checkpoint(now_ms) {
-                self.fail(&e);
-            }
+        let due =
+            now_ms.saturating_sub(self.last_checkpoint_ms) >= self.config.checkpoint_interval_ms;
+        if due
+            && self.failed.is_none()
+            && let Err(e) = self.checkpoint(now_ms)
+        {
+            self.fail(&e);
         }
     }
 

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use hearsay_crdt::ErrorKind;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
-use hearsay_crdt::ErrorKind;
 use prometheus_client::registry::Registry;
 
 /// Where a rejected or accepted delta came from.

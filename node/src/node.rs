@@ -18,9 +18,9 @@ use crate::config::Settings;
 use crate::core::{
     CLIENT_QUEUE, ClientCommand, CoreConfig, CoreError, CoreState, PEER_QUEUE, Queues, run_core,
 };
-use crate::store::SledStore;
 use crate::metrics::Metrics;
 use crate::net::{self, Announce, NetParts};
+use crate::store::SledStore;
 
 /// File name of the node key inside the data directory.
 pub const KEY_FILE: &str = "node.key";
@@ -93,15 +93,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     };
     let core_thread = std::thread::Builder::new()
         .name("hearsay-core".into())
-        .spawn(move || {
-            run_core(
-                core,
-                queues,
-                event_tx,
-                core_status_tx,
-                crate::core::now_ms,
-            )
-        })
+        .spawn(move || run_core(core, queues, event_tx, core_status_tx, crate::core::now_ms))
         .expect("spawn core thread");
 
     let listener = tokio::net::TcpListener::bind(settings.http)

@@ -496,10 +496,10 @@ impl<S: Store> Store for FaultyStore<S> {
     }
 
     fn flush(&self) -> StoreResult<()> {
-        let armed = self
-            .faults
-            .fail_flushes
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        let armed =
+            self.faults
+                .fail_flushes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if armed.is_ok() {
             self.faults.failed_flushes.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::Injected("flush failed"));
@@ -580,8 +580,8 @@ impl<S: Store> hearsay_crdt::DocStore for StoreDocs<S> {
 /// Durability is checked against a modelled crash, not a clean reopen: a
 /// clean close may write everything (sled's `Drop` does), which would let a
 /// flush that did nothing pass. The suite asks `open` for
-/// [`Open::AfterCrash`] while the first store is still open and checks that
-/// what was flushed is there.
+/// [`Open::AfterCrash`](conformance::Open::AfterCrash) while the first store
+/// is still open and checks that what was flushed is there.
 pub mod conformance {
     use super::*;
     use hearsay_crdt::Keypair;
@@ -846,7 +846,7 @@ mod tests {
 
     #[test]
     fn memory_store_conforms() {
-        conformance::run(|mode| match mode {
+        conformance::run(|mode: Open<'_, MemoryStore>| match mode {
             Open::Fresh => MemoryStore::default(),
             Open::AfterCrash(previous) => previous.crashed(),
         });
@@ -854,7 +854,7 @@ mod tests {
 
     #[test]
     fn faulty_store_conforms_when_no_fault_is_armed() {
-        conformance::run(|mode| match mode {
+        conformance::run(|mode: Open<'_, FaultyStore<MemoryStore>>| match mode {
             Open::Fresh => FaultyStore::new(MemoryStore::default()),
             Open::AfterCrash(previous) => previous.crashed(),
         });

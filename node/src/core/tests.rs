@@ -1,0 +1,461 @@
+//! Tests of the core state and its thread, over in-memory stores with an
+//! injected clock.
+
+use super::*;
+use crate::store::{FaultyStore, MemoryStore};
+use hearsay_crdt::UserName;
+
+const T0: u64 = 1_700_000_000_000;
+const CONFIG: CoreConfig = CoreConfig {
+    cache_docs: 64,
+    checkpoint_interval_ms: 60_000,
+};
+
+fn metrics() -> Metrics {
+    Metrics::new("test", None)
+}
+
+fn new_post(body: &str) -> NewPost {
+    NewPost {
+        author: UserName::new("ann").unwrap(),
+        body: body.into(),
+        reply_to: None,
+    }
+}
+
+fn open<S: Store>(store: S, secret: u8) -> CoreState<S> {
+    CoreState::open(
+        store,
+        Keypair::from_secret([secret; 32]),
+        CONFIG,
+        metrics(),
+        T0,
+    )
+    .unwrap()
+}
+
+/// Deltas of another node: `posts` posts, three deltas each.
+fn remote_deltas(secret: u8, posts: usize) -> Vec<Delta> {
+    let mut other = open(MemoryStore::default(), secret);
+    let mut deltas = Vec::new();
+    for i in 0..posts {
+        other
+            .write(
+                Write::CreatePost(new_post(&format!("remote {i}"))),
+                T0 + i as u64,
+            )
+            .unwrap();
+        deltas.extend(other.commit().unwrap().publish);
+    }
+    deltas
+}
+
+#[test]
+fn a_commit_makes_writes_durable_and_publishable() {
+    let mut core = open(MemoryStore::default(), 1);
+    let post = core
+        .write(Write::CreatePost(new_post("hello")), T0)
+        .unwrap();
+    // Applied and readable, not durable yet.
+    assert_eq!(core.version_vector().get(&core.id()), 3);
+    assert!(core.durable().is_empty());
+    assert!(core.status().version_vector.is_empty());
+    assert_eq!(core.store().crashed().log_len().unwrap(), 0);
+    let commit = core.commit().unwrap();
+    assert_eq!(commit.publish.len(), 3);
+    assert_eq!(commit.durable.get(&core.id()), 3);
+    assert_eq!(core.durable(), core.version_vector());
+    assert_eq!(core.status().version_vector, commit.durable);
+    assert_eq!(core.store().crashed().log_len().unwrap(), 3);
+    // Nothing staged: no flush, nothing to publish.
+    let again = core.commit().unwrap();
+    assert!(again.publish.is_empty());
+    assert_eq!(again.durable, commit.durable);
+    // Edit, read, delete.
+    let edited = core
+        .write(
+            Write::EditPost {
+                id: post.id,
+                pos: 5,
+                delete: 0,
+                insert: ", world".into(),
+            },
+            T0 + 1,
+        )
+        .unwrap();
+    assert_eq!(edited.body, "hello, world");
+    assert_eq!(
+        core.post(post.id).unwrap().unwrap().post.body,
+        "hello, world"
+    );
+    core.write(Write::DeletePost(post.id), T0 + 2).unwrap();
+    assert!(core.posts(10, None).unwrap().is_empty());
+    assert_eq!(core.commit().unwrap().publish.len(), 2);
+}
+
+#[test]
+fn errors_are_typed() {
+    let mut core = open(MemoryStore::default(), 1);
+    let missing: PostId = "00000000000000000000000000000001".parse().unwrap();
+    assert!(matches!(
+        core.write(Write::DeletePost(missing), T0),
+        Err(CoreError::NotFound(_))
+    ));
+    let post = core.write(Write::CreatePost(new_post("x")), T0).unwrap();
+    let out_of_range = Write::EditPost {
+        id: post.id,
+        pos: 100,
+        delete: 0,
+        insert: "y".into(),
+    };
+    assert!(matches!(
+        core.write(out_of_range, T0),
+        Err(CoreError::Invalid(_))
+    ));
+    // Internal failures are not the client's fault.
+    let e = CoreError::from(hearsay_crdt::Error::Store("disk on fire".into()));
+    assert!(matches!(e, CoreError::Internal(_)));
+    let e = CoreError::from(hearsay_crdt::Error::Malformed {
+        what: "x",
+        why: "y".into(),
+    });
+    assert!(matches!(e, CoreError::Internal(_)));
+}
+
+#[test]
+fn a_failed_commit_publishes_nothing_acknowledges_nothing_and_refuses_writes() {
+    let store = FaultyStore::new(MemoryStore::default());
+    let mut core = open(store.clone(), 1);
+    let first = core.write(Write::CreatePost(new_post("one")), T0).unwrap();
+    let durable = core.commit().unwrap().durable;
+
+    // Through the thread's batch runner: the write's reply is an error, no
+    // delta goes to the network, the status keeps the old durable vector.
+    store.fail_flushes(1);
+    let (events_tx, mut events_rx) = mpsc::channel(8);
+    let (status_tx, status_rx) = watch::channel(core.status());
+    let (reply, mut answer) = oneshot::channel();
+    let batch = Batch {
+        clients: vec![ClientCommand::Write {
+            op: Write::CreatePost(new_post("two")),
+            reply,
+        }],
+        peers: Vec::new(),
+    };
+    run_batch(&mut core, batch, T0 + 1, &events_tx, &status_tx);
+    assert!(matches!(answer.try_recv(), Ok(Err(CoreError::Failed(_)))));
+    assert!(events_rx.try_recv().is_err(), "nothing published");
+    let status = status_rx.borrow().clone();
+    assert_eq!(status.version_vector, durable, "durable did not advance");
+    assert!(status.failed.is_some());
+    assert_eq!(core.durable(), &durable);
+    assert!(core.failed().unwrap().contains("flush"));
+    assert_eq!(store.failed_flushes(), 1);
+
+    // From then on: writes refused, commits fail, peers' deltas not stored.
+    assert!(matches!(
+        core.write(Write::CreatePost(new_post("three")), T0 + 2),
+        Err(CoreError::Failed(_))
+    ));
+    assert!(core.commit().is_err());
+    let remote = remote_deltas(9, 1);
+    let verdicts = core.receive(vec![(remote, Source::Gossip)], T0 + 3);
+    assert_eq!(verdicts, vec![vec![Verdict::Rejected(ErrorKind::Store); 3]]);
+    assert!(!verdicts[0][0].blames_sender());
+    assert_eq!(core.durable(), &durable);
+
+    // A crash keeps exactly what was acknowledged.
+    let mut restarted = open(store.crashed(), 1);
+    assert_eq!(restarted.version_vector(), &durable);
+    assert_eq!(restarted.posts(10, None).unwrap().len(), 1);
+    assert!(restarted.post(first.id).unwrap().is_some());
+    assert!(restarted.failed().is_none());
+}
+
+#[test]
+fn a_stored_change_automerge_refuses_is_accepted_and_counted_inert() {
+    // An origin that signs a corrupted change with a recomputed checksum:
+    // the change parses, automerge refuses it. Search for one such flip.
+    let origin = Keypair::from_secret([7; 32]);
+    let deltas = remote_deltas(7, 1);
+    let good = &deltas[0];
+    let mut found = None;
+    'search: for byte in 8..good.change.len() {
+        for mask in [0x01u8, 0x80] {
+            let mut change = good.change.clone();
+            change[byte] ^= mask;
+            let Ok(c) = automerge::Change::from_bytes(change.clone()) else {
+                continue;
+            };
+            let hash = c.hash();
+            change[4..8].copy_from_slice(&hash.0[..4]);
+            let bad =
+                Delta::sign(&origin, 1, good.doc.clone(), change, good.origin_time_ms).unwrap();
+            let mut probe = Replica::new(
+                Keypair::from_secret([8; 32]),
+                hearsay_crdt::MemoryDocs::default(),
+            )
+            .unwrap();
+            if !probe.receive([bad.clone()]).inert.is_empty() {
+                found = Some(bad);
+                break 'search;
+            }
+        }
+    }
+    let bad = found.expect("some corrupted change that automerge refuses");
+    let mut core = open(MemoryStore::default(), 1);
+    let verdicts = core.receive(vec![(vec![bad.clone()], Source::Gossip)], T0 + 5);
+    assert_eq!(verdicts, vec![vec![Verdict::Accepted]]);
+    assert!(!verdicts[0][0].blames_sender());
+    assert_eq!(core.version_vector().get(&bad.origin), 1);
+    assert_eq!(core.metrics.deltas_inert.get(), 1);
+    assert!(core.metrics.rejections().is_empty(), "not a rejection");
+    // Stored: in the log once committed, and the next seq follows it.
+    assert_eq!(core.commit().unwrap().durable.get(&bad.origin), 1);
+    assert_eq!(core.store().log_len().unwrap(), 1);
+    let verdicts = core.receive(vec![(deltas[1..].to_vec(), Source::Sync)], T0 + 6);
+    assert_eq!(verdicts, vec![vec![Verdict::Accepted, Verdict::Accepted]]);
+}
+
+#[test]
+fn verdicts_come_per_delta_in_input_order_per_group() {
+    let deltas = remote_deltas(5, 2);
+    let mut core = open(MemoryStore::default(), 1);
+    let mut forged = deltas[4].clone();
+    forged.change.push(0);
+    let verdicts = core.receive(
+        vec![
+            // 3 waits, 1 arrives, 2 releases 3; 6 still waits at the end.
+            (
+                vec![
+                    deltas[2].clone(),
+                    deltas[0].clone(),
+                    deltas[5].clone(),
+                    deltas[1].clone(),
+                ],
+                Source::Gossip,
+            ),
+            (vec![deltas[0].clone(), forged], Source::Sync),
+            (Vec::new(), Source::Gossip),
+        ],
+        T0 + 100,
+    );
+    assert_eq!(
+        verdicts,
+        vec![
+            vec![
+                Verdict::Accepted,
+                Verdict::Accepted,
+                Verdict::Buffered,
+                Verdict::Accepted,
+            ],
+            vec![
+                Verdict::Duplicate,
+                Verdict::Rejected(ErrorKind::BadSignature),
+            ],
+            vec![],
+        ]
+    );
+    assert!(verdicts[0][2].is_gap());
+    assert_eq!(core.status().buffered, 1);
+    assert_eq!(
+        core.metrics.rejections().get("bad_signature").copied(),
+        Some(1)
+    );
+    assert_eq!(core.metrics.deltas_duplicate.get(), 1);
+    // Replication delay is measured on the injected clock.
+    core.tick(T0 + 100);
+    assert!(core.status().delay_p50_ms.is_some_and(|d| d <= 100));
+    // Remote deltas become durable at the next commit; nothing to publish.
+    let commit = core.commit().unwrap();
+    assert!(commit.publish.is_empty());
+    assert_eq!(commit.durable.get(&deltas[0].origin), 3);
+}
+
+#[test]
+fn checkpoints_follow_the_injected_clock_and_survive_a_crash() {
+    let mut core = open(MemoryStore::default(), 1);
+    core.write(Write::CreatePost(new_post("one")), T0).unwrap();
+    core.commit().unwrap();
+    core.tick(T0 + CONFIG.checkpoint_interval_ms - 1);
+    assert_eq!(core.store().get_meta(SNAPSHOT_VV).unwrap(), None);
+    core.tick(T0 + CONFIG.checkpoint_interval_ms);
+    assert!(core.store().get_meta(SNAPSHOT_VV).unwrap().is_some());
+    // Not durable until the commit.
+    assert_eq!(core.store().crashed().get_meta(SNAPSHOT_VV).unwrap(), None);
+    core.commit().unwrap();
+    let mut restarted = open(core.store().crashed(), 1);
+    assert_eq!(restarted.version_vector(), core.durable());
+    assert_eq!(restarted.posts(10, None).unwrap().len(), 1);
+}
+
+// ---- admission: two queues, served fairly ---------------------------------
+
+fn queues() -> (
+    mpsc::Sender<ClientCommand>,
+    mpsc::Sender<PeerCommand>,
+    Queues,
+) {
+    let (client_tx, clients) = mpsc::channel(CLIENT_QUEUE);
+    let (peer_tx, peers) = mpsc::channel(PEER_QUEUE);
+    (client_tx, peer_tx, Queues { clients, peers })
+}
+
+fn remote(deltas: Vec<Delta>) -> (PeerCommand, oneshot::Receiver<Vec<Verdict>>) {
+    let (reply, rx) = oneshot::channel();
+    let command = PeerCommand::Remote {
+        deltas,
+        source: Source::Gossip,
+        reply,
+    };
+    (command, rx)
+}
+
+fn create(body: &str) -> (ClientCommand, oneshot::Receiver<Result<Post, CoreError>>) {
+    let (reply, rx) = oneshot::channel();
+    let command = ClientCommand::Write {
+        op: Write::CreatePost(new_post(body)),
+        reply,
+    };
+    (command, rx)
+}
+
+#[test]
+fn a_batch_takes_its_share_of_each_queue() {
+    let (client_tx, peer_tx, mut q) = queues();
+    // A peer flood: the peer queue is full.
+    let mut peer_replies = Vec::new();
+    loop {
+        let (c, rx) = remote(Vec::new());
+        if peer_tx.try_send(c).is_err() {
+            break;
+        }
+        peer_replies.push(rx);
+    }
+    assert_eq!(peer_replies.len(), PEER_QUEUE);
+    for _ in 0..10 {
+        client_tx.try_send(ClientCommand::Tick).unwrap();
+    }
+    let batch = q.take_ready(MAX_BATCH);
+    assert_eq!(batch.clients.len(), 10, "every waiting client is served");
+    assert_eq!(batch.peers.len(), MAX_BATCH - 10, "the rest goes to peers");
+
+    // A client flood: the client queue is full; peers still get their half.
+    let (client_tx, peer_tx, mut q) = queues();
+    while client_tx.try_send(ClientCommand::Tick).is_ok() {}
+    for _ in 0..10 {
+        peer_tx.try_send(remote(Vec::new()).0).unwrap();
+    }
+    let batch = q.take_ready(MAX_BATCH);
+    assert_eq!(
+        batch.peers.len(),
+        10,
+        "every waiting peer message is served"
+    );
+    assert_eq!(batch.clients.len(), MAX_BATCH - 10);
+
+    // Both flooded: half each.
+    let (client_tx, peer_tx, mut q) = queues();
+    while client_tx.try_send(ClientCommand::Tick).is_ok() {}
+    while peer_tx.try_send(remote(Vec::new()).0).is_ok() {}
+    let batch = q.take_ready(MAX_BATCH);
+    assert_eq!(batch.clients.len(), MAX_BATCH / 2);
+    assert_eq!(batch.peers.len(), MAX_BATCH / 2);
+}
+
+/// Starts the core thread over `core` with a fixed clock.
+fn spawn_core(
+    core: CoreState<MemoryStore>,
+    q: Queues,
+) -> (
+    std::thread::JoinHandle<()>,
+    mpsc::Receiver<CoreEvent>,
+    watch::Receiver<CoreStatus>,
+) {
+    let (events_tx, events_rx) = mpsc::channel(1024);
+    let (status_tx, status_rx) = watch::channel(core.status());
+    let thread = std::thread::spawn(move || run_core(core, q, events_tx, status_tx, || T0));
+    (thread, events_rx, status_rx)
+}
+
+#[test]
+fn a_peer_flood_never_turns_into_client_refusals() {
+    let (client_tx, peer_tx, q) = queues();
+    let mut peer_replies = Vec::new();
+    let flood = remote_deltas(3, 1);
+    loop {
+        let (c, rx) = remote(flood.clone());
+        if peer_tx.try_send(c).is_err() {
+            break;
+        }
+        peer_replies.push(rx);
+    }
+    // The peer queue is full, yet a client's whole queue worth of writes is
+    // admitted (no 503).
+    let mut acks = Vec::new();
+    for i in 0..CLIENT_QUEUE {
+        let (c, rx) = create(&format!("write {i}"));
+        client_tx
+            .try_send(c)
+            .expect("client queue has room during a peer flood");
+        acks.push(rx);
+    }
+    let (thread, mut events, status) = spawn_core(open(MemoryStore::default(), 1), q);
+    for ack in acks {
+        futures::executor::block_on(ack).unwrap().unwrap();
+    }
+    for rx in peer_replies {
+        let verdicts = futures::executor::block_on(rx).unwrap();
+        assert_eq!(verdicts.len(), 3);
+    }
+    drop((client_tx, peer_tx));
+    thread.join().unwrap();
+    let published: usize = std::iter::from_fn(|| events.try_recv().ok())
+        .map(|CoreEvent::Publish(d)| d.len())
+        .sum();
+    assert_eq!(published, 3 * CLIENT_QUEUE);
+    assert_eq!(
+        status.borrow().version_vector.sum(),
+        3 * CLIENT_QUEUE as u64 + 3
+    );
+}
+
+#[test]
+fn a_client_flood_never_starves_peer_deltas() {
+    let (client_tx, peer_tx, q) = queues();
+    let mut acks = Vec::new();
+    loop {
+        let (c, rx) = create("flood");
+        if client_tx.try_send(c).is_err() {
+            break;
+        }
+        acks.push(rx);
+    }
+    let deltas = remote_deltas(4, 1);
+    let (c, verdicts) = remote(deltas);
+    peer_tx
+        .try_send(c)
+        .expect("peer queue has room during a client flood");
+    // The first batch (the one the thread would take) serves the peer.
+    let mut q = q;
+    let first = q.next_batch(MAX_BATCH).unwrap();
+    assert_eq!(
+        first.peers.len(),
+        1,
+        "the peer is served in the first batch"
+    );
+    assert_eq!(first.clients.len(), MAX_BATCH - 1);
+    let mut core = open(MemoryStore::default(), 1);
+    let (events_tx, _events_rx) = mpsc::channel(1024);
+    let (status_tx, _status_rx) = watch::channel(core.status());
+    run_batch(&mut core, first, T0, &events_tx, &status_tx);
+    let verdicts = futures::executor::block_on(verdicts).unwrap();
+    assert_eq!(verdicts, vec![Verdict::Accepted; 3]);
+    // The rest of the flood is served by the thread, every write acknowledged.
+    let (thread, _events, _status) = spawn_core(core, q);
+    for ack in acks {
+        futures::executor::block_on(ack).unwrap().unwrap();
+    }
+    drop((client_tx, peer_tx));
+    thread.join().unwrap();
+}
