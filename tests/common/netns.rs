@@ -7,8 +7,9 @@
 //!
 //! The test process reaches every node through the bridges (the first
 //! bridge holds the lab's gateway address; a split adds host routes to the
-//! moved nodes through the second bridge, answered by the same address), so
-//! it can keep writing on both sides of a split.
+//! moved nodes through the second bridge, which has the same MAC, so the
+//! nodes' ARP entries for the gateway stay right), so it can keep writing on
+//! both sides of a split.
 //!
 //! Every name and the /24 subnet are unique to the lab, which removes all it
 //! created when dropped. Creating namespaces needs root (CAP_NET_ADMIN);
@@ -71,6 +72,13 @@ impl Lab {
         let (a, b) = (self.bridge(0), self.bridge(1));
         ip(&["link", "add", &a, "type", "bridge"])?;
         ip(&["link", "add", &b, "type", "bridge"])?;
+        // One fixed MAC for the gateway on both bridges: a bridge otherwise
+        // takes the lowest MAC of its ports, which changes as a split moves
+        // ports, and the nodes' ARP entries for the gateway would then point
+        // at a MAC their bridge no longer has (answers to the test lost).
+        let mac = format!("02:48:53:00:{:02x}:01", self.subnet);
+        ip(&["link", "set", &a, "address", &mac])?;
+        ip(&["link", "set", &b, "address", &mac])?;
         ip(&["link", "set", &a, "up"])?;
         ip(&["link", "set", &b, "up"])?;
         ip(&["addr", "add", &format!("{}/24", self.gateway()), "dev", &a])?;
