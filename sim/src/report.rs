@@ -1,0 +1,228 @@
+//! What a run reports, and how it prints.
+
+use std::fmt;
+
+/// Kinds of messages, for the traffic figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// Full gossip messages pushed through the mesh (and flood-published).
+    Eager,
+    /// IHAVE control messages (lists of message ids).
+    IHave,
+    /// IWANT control messages.
+    IWant,
+    /// Full gossip messages sent in answer to IWANT.
+    IWantReply,
+    /// GRAFT, PRUNE and subscriptions.
+    Mesh,
+    /// Anti-entropy requests (a version vector).
+    SyncRequest,
+    /// Anti-entropy answers (a page of deltas, possibly empty).
+    SyncPage,
+    /// Pings and pongs.
+    Ping,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 8] = [
+        Kind::Eager,
+        Kind::IHave,
+        Kind::IWant,
+        Kind::IWantReply,
+        Kind::Mesh,
+        Kind::SyncRequest,
+        Kind::SyncPage,
+        Kind::Ping,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Eager => "gossip eager",
+            Kind::IHave => "gossip ihave",
+            Kind::IWant => "gossip iwant",
+            Kind::IWantReply => "gossip iwant reply",
+            Kind::Mesh => "mesh control",
+            Kind::SyncRequest => "sync request",
+            Kind::SyncPage => "sync page",
+            Kind::Ping => "ping",
+        }
+    }
+}
+
+/// Messages and bytes sent, by kind (indexed as [`Kind::ALL`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub messages: [u64; 8],
+    pub bytes: [u64; 8],
+}
+
+impl Traffic {
+    pub fn add(&mut self, kind: Kind, bytes: usize) {
+        self.messages[kind as usize] += 1;
+        self.bytes[kind as usize] += bytes as u64;
+    }
+
+    pub fn messages(&self, kind: Kind) -> u64 {
+        self.messages[kind as usize]
+    }
+
+    pub fn bytes(&self, kind: Kind) -> u64 {
+        self.bytes[kind as usize]
+    }
+}
+
+/// What a broadcast tree (plumtree, as iroh-gossip uses) would send for the
+/// same writes over the same graph: each delta once along the N-1 edges of a
+/// spanning tree, and an IHAVE of its id both ways over every other edge.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plumtree {
+    /// Undirected connections at the end of the run.
+    pub edges: usize,
+    pub eager_messages_per_write: f64,
+    pub eager_bytes_per_write: f64,
+    pub lazy_messages_per_write: f64,
+    pub lazy_bytes_per_write: f64,
+}
+
+/// The outcome of one run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub seed: u64,
+    pub nodes: usize,
+    /// Virtual time at the end.
+    pub virtual_ms: u64,
+    /// Events processed.
+    pub events: u64,
+    pub writes_acked: u64,
+    /// Writes refused or never acknowledged (failed node, failed flush, crash).
+    pub writes_refused: u64,
+    pub deltas_per_write: f64,
+    /// From a write's acknowledgement to its presence at every node.
+    pub delay_p50_ms: u64,
+    pub delay_p99_ms: u64,
+    pub delay_max_ms: u64,
+    pub traffic: Traffic,
+    /// Anti-entropy requests sent.
+    pub sync_rounds: u64,
+    /// Of which answered with at least one delta.
+    pub sync_pages_with_deltas: u64,
+    pub crashes: u64,
+    pub failed_flushes: u64,
+    pub restarts: u64,
+    /// Mean connections per node and mesh peers per node at the end.
+    pub mean_degree: f64,
+    pub mean_mesh_degree: f64,
+    pub plumtree: Plumtree,
+    /// Hash of the whole trace: equal seeds give equal hashes.
+    pub trace_hash: u64,
+    /// Broken invariants; empty when the run passed.
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    /// Panics with every violation, if any.
+    pub fn assert_ok(&self) {
+        assert!(
+            self.violations.is_empty(),
+            "seed {}: {} violations:\n{}",
+            self.seed,
+            self.violations.len(),
+            self.violations.join("\n")
+        );
+    }
+
+    fn per_write(&self, x: u64) -> f64 {
+        x as f64 / self.writes_acked.max(1) as f64
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {} | {} nodes | {} writes acked, {} refused | {:.0} s virtual, {} events | trace {:016x}",
+            self.seed,
+            self.nodes,
+            self.writes_acked,
+            self.writes_refused,
+            self.virtual_ms as f64 / 1000.0,
+            self.events,
+            self.trace_hash
+        )?;
+        writeln!(
+            f,
+            "  delay ack -> every node: p50 {} ms, p99 {} ms, max {} ms",
+            self.delay_p50_ms, self.delay_p99_ms, self.delay_max_ms
+        )?;
+        writeln!(
+            f,
+            "  faults: {} crashes, {} failed flushes, {} restarts | degree {:.1}, mesh {:.1}",
+            self.crashes,
+            self.failed_flushes,
+            self.restarts,
+            self.mean_degree,
+            self.mean_mesh_degree
+        )?;
+        writeln!(
+            f,
+            "  anti-entropy: {} rounds ({:.1} per write), {} pages with deltas",
+            self.sync_rounds,
+            self.per_write(self.sync_rounds),
+            self.sync_pages_with_deltas
+        )?;
+        writeln!(f, "  per write (gossipsub model):")?;
+        let (mut push_m, mut push_b) = (0, 0);
+        for kind in Kind::ALL {
+            let (m, b) = (self.traffic.messages(kind), self.traffic.bytes(kind));
+            if matches!(
+                kind,
+                Kind::Eager | Kind::IHave | Kind::IWant | Kind::IWantReply
+            ) {
+                push_m += m;
+                push_b += b;
+            }
+            writeln!(
+                f,
+                "    {:<20} {:>10.1} msgs {:>12.0} bytes",
+                kind.name(),
+                self.per_write(m),
+                self.per_write(b)
+            )?;
+        }
+        writeln!(
+            f,
+            "    {:<20} {:>10.1} msgs {:>12.0} bytes",
+            "push path total",
+            self.per_write(push_m),
+            self.per_write(push_b)
+        )?;
+        let p = &self.plumtree;
+        writeln!(
+            f,
+            "  per write (plumtree yardstick, {} edges, {:.1} deltas/write):",
+            p.edges, self.deltas_per_write
+        )?;
+        writeln!(
+            f,
+            "    {:<20} {:>10.1} msgs {:>12.0} bytes",
+            "eager (tree)", p.eager_messages_per_write, p.eager_bytes_per_write
+        )?;
+        writeln!(
+            f,
+            "    {:<20} {:>10.1} msgs {:>12.0} bytes",
+            "lazy ihave", p.lazy_messages_per_write, p.lazy_bytes_per_write
+        )?;
+        writeln!(
+            f,
+            "    {:<20} {:>10.1} msgs {:>12.0} bytes",
+            "push path total",
+            p.eager_messages_per_write + p.lazy_messages_per_write,
+            p.eager_bytes_per_write + p.lazy_bytes_per_write
+        )?;
+        if self.violations.is_empty() {
+            write!(f, "  invariants: ok")
+        } else {
+            write!(f, "  invariants: {} VIOLATED", self.violations.len())
+        }
+    }
+}

@@ -1,0 +1,1190 @@
+//! The discrete-event loop: nodes, their translators, faults and checks.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use hearsay_crdt::{Delta, Keypair, NewPost, NodeId, PostId, UserName, Verdict};
+use hearsay_node::core::{CoreConfig, CoreState, Write};
+use hearsay_node::metrics::{Metrics, Source};
+use hearsay_node::store::{FaultyStore, MemoryStore, read_page};
+use hearsay_sync::{Acceptance, Batch, Command, Event, SyncMachine};
+use rand::rngs::StdRng;
+use rand::seq::IteratorRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::SimConfig;
+use crate::gossip::{Control, Gossip, Reply};
+use crate::network::Network;
+use crate::report::{Kind, Plumtree, Report};
+
+type Store = FaultyStore<MemoryStore>;
+type Machine = SyncMachine<usize, u64>;
+
+/// Wall-clock time of virtual time 0, as the cores see it (before skew).
+const T0: u64 = 1_700_000_000_000;
+/// Bytes a gossipsub message adds to its payload (from, seqno, topic,
+/// signature, framing).
+const GOSSIP_OVERHEAD: usize = 130;
+/// Bytes of a message id (hearsay uses 20 bytes of SHA-256).
+const ID_BYTES: usize = 20;
+/// Bytes of a control message without its ids.
+const CONTROL_OVERHEAD: usize = 16;
+/// Request-response framing.
+const RR_OVERHEAD: usize = 32;
+const PING_BYTES: usize = 32;
+/// A restarted node is down this long.
+const RESTART_DOWN_MS: u64 = 500;
+const USERS: [&str; 3] = ["ann", "bob", "cy"];
+/// Violations listed one by one before the rest are only counted.
+const MAX_LISTED: usize = 30;
+
+/// Runs one simulation to its end and checks the invariants.
+pub fn run(config: &SimConfig) -> Report {
+    let mut world = World::new(config);
+    world.run();
+    world.finish()
+}
+
+#[derive(Debug)]
+enum Msg {
+    Subscribe,
+    Close,
+    Publish { id: u64, payload: Arc<Vec<u8>> },
+    Control(Control),
+    SyncRequest { have: hearsay_crdt::VersionVector },
+    SyncPage { deltas: Vec<Vec<u8>>, more: bool },
+}
+
+#[derive(Debug)]
+enum Ev {
+    Start {
+        node: usize,
+    },
+    Timer {
+        node: usize,
+        inc: u64,
+        at: u64,
+    },
+    Commit {
+        node: usize,
+        inc: u64,
+    },
+    Heartbeat {
+        node: usize,
+        inc: u64,
+    },
+    PingRound {
+        node: usize,
+        inc: u64,
+    },
+    Machine {
+        node: usize,
+        inc: u64,
+        event: Event<usize, u64>,
+    },
+    Arrive {
+        from: usize,
+        to: usize,
+        conn: u64,
+        msg: Msg,
+    },
+    Connected {
+        from: usize,
+        to: usize,
+        inc: u64,
+    },
+    Write {
+        k: usize,
+    },
+    Crash {
+        node: usize,
+        down_ms: u64,
+    },
+    FailFlush {
+        node: usize,
+    },
+    Split {
+        fraction: f64,
+    },
+    Heal,
+}
+
+impl Ev {
+    /// (tag, node) for the trace hash.
+    fn key(&self) -> (u8, usize) {
+        match self {
+            Ev::Start { node } => (0, *node),
+            Ev::Timer { node, .. } => (1, *node),
+            Ev::Commit { node, .. } => (2, *node),
+            Ev::Heartbeat { node, .. } => (3, *node),
+            Ev::PingRound { node, .. } => (4, *node),
+            Ev::Machine { node, .. } => (5, *node),
+            Ev::Arrive { to, .. } => (6, *to),
+            Ev::Connected { from, .. } => (7, *from),
+            Ev::Write { k } => (8, *k),
+            Ev::Crash { node, .. } => (9, *node),
+            Ev::FailFlush { node } => (10, *node),
+            Ev::Split { .. } => (11, 0),
+            Ev::Heal => (12, 0),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed: the heap pops the earliest, then the first scheduled.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// A write made at a node and waiting for its commit.
+#[derive(Debug)]
+struct Pending {
+    post: PostId,
+    body: String,
+    first: u64,
+    last: u64,
+}
+
+/// An acknowledged write.
+#[derive(Debug)]
+struct Acked {
+    node: usize,
+    post: PostId,
+    body: String,
+    last: u64,
+    /// Deltas the write made.
+    deltas: u64,
+    acked_at: u64,
+    /// Nodes it reached (first arrival), and when the last of them did.
+    reached: usize,
+    done_at: u64,
+}
+
+struct Node {
+    key: Keypair,
+    id: NodeId,
+    skew_ms: i64,
+    join: Vec<usize>,
+    /// Incarnation: events of an earlier life are dropped.
+    inc: u64,
+    store: Store,
+    core: Option<CoreState<Store>>,
+    machine: Option<Machine>,
+    gossip: Gossip,
+    armed: Option<u64>,
+    commit_due: bool,
+    pending: Vec<Pending>,
+    /// Per origin (node index): the highest seq this node ever held, to
+    /// record first arrivals.
+    known: Vec<u64>,
+    /// Storage failed; waiting for the operator.
+    failed: bool,
+}
+
+struct World<'c> {
+    config: &'c SimConfig,
+    rng: StdRng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Scheduled>,
+    net: Network,
+    nodes: Vec<Node>,
+    index: BTreeMap<NodeId, usize>,
+    writes: Vec<Acked>,
+    /// (origin, last seq of a write) -> write; only looked up.
+    by_last: HashMap<(usize, u64), usize>,
+    next_request: u64,
+    published: (u64, u64),
+    end: u64,
+    trace: DefaultHasher,
+    report: Report,
+}
+
+impl<'c> World<'c> {
+    fn new(config: &'c SimConfig) -> Self {
+        let n = config.nodes;
+        assert!(n >= 2, "a simulation needs two nodes");
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let mut nodes = Vec::with_capacity(n);
+        let mut index = BTreeMap::new();
+        for i in 0..n {
+            let key = Keypair::from_secret(rng.random());
+            let id = key.id();
+            index.insert(id, i);
+            let skew = config.clock_skew_ms as i64;
+            let skew_ms = if skew > 0 {
+                rng.random_range(-skew..=skew)
+            } else {
+                0
+            };
+            let join = (0..n)
+                .filter(|j| *j != i)
+                .choose_multiple(&mut rng, config.join_peers);
+            nodes.push(Node {
+                key,
+                id,
+                skew_ms,
+                join,
+                inc: 0,
+                store: FaultyStore::new(MemoryStore::default()),
+                core: None,
+                machine: None,
+                gossip: Gossip::new(),
+                armed: None,
+                commit_due: false,
+                pending: Vec::new(),
+                known: vec![0; n],
+                failed: false,
+            });
+        }
+        let mut world = World {
+            config,
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            net: Network::new(n, config.link.clone()),
+            nodes,
+            index,
+            writes: Vec::new(),
+            by_last: HashMap::new(),
+            next_request: 0,
+            published: (0, 0),
+            end: 0,
+            trace: DefaultHasher::new(),
+            report: Report {
+                seed: config.seed,
+                nodes: n,
+                ..Report::default()
+            },
+        };
+        world.schedule_scenario();
+        world
+    }
+
+    fn schedule_scenario(&mut self) {
+        let c = self.config;
+        let n = c.nodes;
+        for node in 0..n {
+            let at = self.rng.random_range(0..500);
+            self.at(at, Ev::Start { node });
+        }
+        let window = c.write_window_ms.max(1);
+        let write_end = c.warmup_ms + window;
+        for k in 0..c.posts {
+            let at = c.warmup_ms + self.rng.random_range(0..window);
+            self.at(at, Ev::Write { k });
+        }
+        let mut settle = write_end;
+        if let Some(p) = &c.partition {
+            self.at(
+                p.at_ms,
+                Ev::Split {
+                    fraction: p.fraction,
+                },
+            );
+            self.at(p.at_ms + p.duration_ms, Ev::Heal);
+            settle = settle.max(p.at_ms + p.duration_ms);
+        }
+        let crashed = (0..n).choose_multiple(&mut self.rng, c.crashes.min(n));
+        for node in crashed {
+            let at = c.warmup_ms + self.rng.random_range(0..window);
+            self.at(
+                at,
+                Ev::Crash {
+                    node,
+                    down_ms: c.crash_down_ms,
+                },
+            );
+            settle = settle.max(at + c.crash_down_ms);
+        }
+        let failing = (0..n).choose_multiple(&mut self.rng, c.failed_flushes.min(n));
+        for node in failing {
+            let at = c.warmup_ms + self.rng.random_range(0..window.div_ceil(2));
+            self.at(at, Ev::FailFlush { node });
+            settle = settle.max(write_end + c.operator_restart_ms + RESTART_DOWN_MS);
+        }
+        self.end = settle + c.quiet_ms;
+    }
+
+    fn at(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            at,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    fn after(&mut self, delay: u64, ev: Ev) {
+        self.at(self.now + delay, ev);
+    }
+
+    fn run(&mut self) {
+        while let Some(s) = self.queue.pop() {
+            if s.at > self.end {
+                break;
+            }
+            self.now = s.at;
+            (s.at, s.seq, s.ev.key()).hash(&mut self.trace);
+            self.report.events += 1;
+            self.step(s.ev);
+        }
+        self.now = self.end;
+    }
+
+    fn alive(&self, node: usize, inc: u64) -> bool {
+        let n = &self.nodes[node];
+        n.inc == inc && n.core.is_some()
+    }
+
+    /// The wall clock of `node`'s core.
+    fn local_ms(&self, node: usize) -> u64 {
+        (T0 as i64 + self.now as i64 + self.nodes[node].skew_ms) as u64
+    }
+
+    fn step(&mut self, ev: Ev) {
+        match ev {
+            Ev::Start { node } => self.start(node),
+            Ev::Timer { node, inc, at } => {
+                if self.alive(node, inc) && self.nodes[node].armed == Some(at) {
+                    self.feed(node, Event::Tick);
+                }
+            }
+            Ev::Commit { node, inc } => {
+                if self.alive(node, inc) {
+                    self.commit(node);
+                }
+            }
+            Ev::Heartbeat { node, inc } => {
+                if self.alive(node, inc) {
+                    self.heartbeat(node);
+                    let every = self.config.gossip.heartbeat_ms;
+                    self.after(every, Ev::Heartbeat { node, inc });
+                }
+            }
+            Ev::PingRound { node, inc } => {
+                if self.alive(node, inc) {
+                    self.ping_round(node);
+                    let every = self.config.ping_interval_ms;
+                    self.after(every, Ev::PingRound { node, inc });
+                }
+            }
+            Ev::Machine { node, inc, event } => {
+                if self.alive(node, inc) {
+                    self.feed(node, event);
+                }
+            }
+            Ev::Arrive {
+                from,
+                to,
+                conn,
+                msg,
+            } => self.arrive(from, to, conn, msg),
+            Ev::Connected { from, to, inc } => self.connected(from, to, inc),
+            Ev::Write { k } => self.client_write(k),
+            Ev::Crash { node, down_ms } => {
+                if self.nodes[node].core.is_some() {
+                    self.report.crashes += 1;
+                    self.crash(node, down_ms);
+                }
+            }
+            Ev::FailFlush { node } => {
+                if self.nodes[node].core.is_some() {
+                    self.report.failed_flushes += 1;
+                    self.nodes[node].store.fail_flushes(1);
+                }
+            }
+            Ev::Split { fraction } => self.net.split(&mut self.rng, fraction),
+            Ev::Heal => self.net.heal(),
+        }
+    }
+
+    // ---- node lifecycle ---------------------------------------------------
+
+    fn start(&mut self, node: usize) {
+        let local = self.local_ms(node);
+        let n = &mut self.nodes[node];
+        let config = CoreConfig {
+            cache_docs: 1024,
+            checkpoint_interval_ms: 5_000,
+        };
+        let core = match CoreState::open(
+            n.store.clone(),
+            n.key.clone(),
+            config,
+            Metrics::new("sim", None),
+            local,
+        ) {
+            Ok(core) => core,
+            Err(e) => {
+                self.report
+                    .violations
+                    .push(format!("node {node} failed to open its store: {e}"));
+                return;
+            }
+        };
+        if n.inc > 0 {
+            self.report.restarts += 1;
+        }
+        let durable = core.durable().clone();
+        n.core = Some(core);
+        let seed = self.rng.random();
+        n.machine = Some(SyncMachine::new(
+            self.config.sync.clone(),
+            seed,
+            n.join.clone(),
+            self.now,
+        ));
+        let inc = n.inc;
+        self.feed(node, Event::Durable(durable));
+        self.feed(node, Event::Tick);
+        let hb = self
+            .rng
+            .random_range(0..self.config.gossip.heartbeat_ms.max(1));
+        self.after(hb, Ev::Heartbeat { node, inc });
+        let ping = self
+            .rng
+            .random_range(0..self.config.ping_interval_ms.max(1));
+        self.after(ping, Ev::PingRound { node, inc });
+    }
+
+    /// The node stops; what it had not flushed is gone; it starts again
+    /// from its store after `down_ms`.
+    fn crash(&mut self, node: usize, down_ms: u64) {
+        for (peer, conn) in self.net.clear(node) {
+            let delay = self.net.delay(&mut self.rng);
+            self.after(
+                delay,
+                Ev::Arrive {
+                    from: node,
+                    to: peer,
+                    conn,
+                    msg: Msg::Close,
+                },
+            );
+        }
+        let n = &mut self.nodes[node];
+        n.store = n.store.crashed();
+        n.core = None;
+        n.machine = None;
+        n.gossip = Gossip::new();
+        n.armed = None;
+        n.commit_due = false;
+        n.failed = false;
+        n.inc += 1;
+        self.report.writes_refused += n.pending.len() as u64;
+        n.pending.clear();
+        self.after(down_ms, Ev::Start { node });
+    }
+
+    fn schedule_commit(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        if !n.commit_due {
+            n.commit_due = true;
+            let inc = n.inc;
+            self.after(self.config.commit_delay_ms, Ev::Commit { node, inc });
+        }
+    }
+
+    fn commit(&mut self, node: usize) {
+        self.nodes[node].commit_due = false;
+        let Some(core) = self.nodes[node].core.as_mut() else {
+            return;
+        };
+        match core.commit() {
+            Ok(commit) => {
+                let own = self.nodes[node].id;
+                let pending = std::mem::take(&mut self.nodes[node].pending);
+                for p in pending {
+                    self.by_last.insert((node, p.last), self.writes.len());
+                    self.writes.push(Acked {
+                        node,
+                        post: p.post,
+                        body: p.body,
+                        last: p.last,
+                        deltas: p.last + 1 - p.first,
+                        acked_at: self.now,
+                        reached: 0,
+                        done_at: self.now,
+                    });
+                    self.report.writes_acked += 1;
+                }
+                let durable_own = commit.durable.get(&own);
+                self.note_seq(node, node, durable_own);
+                self.feed(node, Event::Durable(commit.durable));
+                for delta in commit.publish {
+                    let payload = Arc::new(delta.encode());
+                    let id = message_id(&payload);
+                    self.published.0 += 1;
+                    self.published.1 += (payload.len() + GOSSIP_OVERHEAD) as u64;
+                    let to =
+                        self.nodes[node]
+                            .gossip
+                            .publish(id, payload.clone(), &self.config.gossip);
+                    for peer in to {
+                        let bytes = payload.len() + GOSSIP_OVERHEAD;
+                        let msg = Msg::Publish {
+                            id,
+                            payload: payload.clone(),
+                        };
+                        self.send(node, peer, msg, Kind::Eager, bytes);
+                    }
+                }
+            }
+            Err(_) => {
+                let n = &mut self.nodes[node];
+                self.report.writes_refused += n.pending.len() as u64;
+                n.pending.clear();
+                if !n.failed {
+                    // The node refuses writes; an operator restarts it.
+                    n.failed = true;
+                    self.after(
+                        self.config.operator_restart_ms,
+                        Ev::Crash {
+                            node,
+                            down_ms: RESTART_DOWN_MS,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn client_write(&mut self, k: usize) {
+        let candidates: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].core.is_some() && !self.nodes[*i].failed)
+            .collect();
+        let Some(&node) = candidates.iter().choose(&mut self.rng) else {
+            self.report.writes_refused += 1;
+            return;
+        };
+        let local = self.local_ms(node);
+        let n = &mut self.nodes[node];
+        let own = n.id;
+        let Some(core) = n.core.as_mut() else {
+            return;
+        };
+        let body = format!("post {k} written at node {node}");
+        let new = NewPost {
+            author: UserName::new(USERS[k % USERS.len()]).expect("valid user name"),
+            body: body.clone(),
+            reply_to: None,
+        };
+        let before = core.version_vector().get(&own);
+        match core.write(Write::CreatePost(new), local) {
+            Ok(post) => {
+                let last = core.version_vector().get(&own);
+                n.pending.push(Pending {
+                    post: post.id,
+                    body,
+                    first: before + 1,
+                    last,
+                });
+                self.schedule_commit(node);
+            }
+            Err(_) => self.report.writes_refused += 1,
+        }
+    }
+
+    /// `node` now holds `origin`'s deltas up to `seq`: record first
+    /// arrivals of acknowledged writes.
+    fn note_seq(&mut self, node: usize, origin: usize, seq: u64) {
+        let known = self.nodes[node].known[origin];
+        if seq <= known {
+            return;
+        }
+        self.nodes[node].known[origin] = seq;
+        for s in known + 1..=seq {
+            if let Some(&w) = self.by_last.get(&(origin, s)) {
+                let w = &mut self.writes[w];
+                w.reached += 1;
+                w.done_at = self.now;
+            }
+        }
+    }
+
+    // ---- the translator -------------------------------------------------
+
+    /// Feeds `event` to `node`'s machine and carries out the commands, with
+    /// the events they cause, until none is left.
+    fn feed(&mut self, node: usize, event: Event<usize, u64>) {
+        let mut events = VecDeque::from([event]);
+        while let Some(event) = events.pop_front() {
+            let Some(machine) = self.nodes[node].machine.as_mut() else {
+                return;
+            };
+            let commands = machine.handle(self.now, event);
+            for command in commands {
+                self.execute(node, command, &mut events);
+            }
+        }
+    }
+
+    fn execute(
+        &mut self,
+        node: usize,
+        command: Command<usize, u64>,
+        events: &mut VecDeque<Event<usize, u64>>,
+    ) {
+        match command {
+            Command::SendSyncRequest { to, have } => {
+                self.report.sync_rounds += 1;
+                if self.net.conn(node, to).is_none() {
+                    events.push_back(Event::RequestFailed { peer: to });
+                } else {
+                    let bytes = have.to_bytes().len() + RR_OVERHEAD;
+                    self.send(
+                        node,
+                        to,
+                        Msg::SyncRequest { have },
+                        Kind::SyncRequest,
+                        bytes,
+                    );
+                }
+            }
+            Command::ServePage {
+                request,
+                to,
+                theirs,
+                up_to,
+                bounds,
+            } => {
+                let store = &self.nodes[node].store;
+                let page = read_page(store, &theirs, &up_to, bounds.max_deltas, bounds.max_bytes);
+                let (deltas, more) = match page {
+                    Ok(page) => page,
+                    Err(e) => {
+                        self.report
+                            .violations
+                            .push(format!("node {node}: read_page failed: {e}"));
+                        (Vec::new(), false)
+                    }
+                };
+                if !deltas.is_empty() {
+                    self.report.sync_pages_with_deltas += 1;
+                }
+                let bytes = deltas.iter().map(Vec::len).sum::<usize>() + RR_OVERHEAD;
+                self.send(
+                    node,
+                    to,
+                    Msg::SyncPage { deltas, more },
+                    Kind::SyncPage,
+                    bytes,
+                );
+                events.push_back(Event::Served { request });
+            }
+            Command::RespondEmpty { to, .. } => {
+                let msg = Msg::SyncPage {
+                    deltas: Vec::new(),
+                    more: false,
+                };
+                self.send(node, to, msg, Kind::SyncPage, RR_OVERHEAD);
+            }
+            Command::Deliver { batch, deltas } => {
+                let local = self.local_ms(node);
+                let source = match batch {
+                    Batch::Gossip { .. } => Source::Gossip,
+                    Batch::Page { .. } => Source::Sync,
+                };
+                let origins: BTreeSet<NodeId> = deltas.iter().map(|d| d.origin).collect();
+                let Some(core) = self.nodes[node].core.as_mut() else {
+                    return;
+                };
+                let verdicts = core
+                    .receive(vec![(deltas, source)], local)
+                    .pop()
+                    .unwrap_or_default();
+                if verdicts.contains(&Verdict::Accepted) {
+                    self.schedule_commit(node);
+                }
+                for origin in origins {
+                    let Some(&o) = self.index.get(&origin) else {
+                        continue;
+                    };
+                    if o == node {
+                        continue;
+                    }
+                    let seq = self.nodes[node]
+                        .core
+                        .as_ref()
+                        .map_or(0, |c| c.version_vector().get(&origin));
+                    self.note_seq(node, o, seq);
+                }
+                events.push_back(Event::Verdicts { batch, verdicts });
+            }
+            Command::ReportGossip {
+                id,
+                from,
+                acceptance,
+            } => {
+                let accept = acceptance == Acceptance::Accept;
+                if let Some((payload, to)) = self.nodes[node].gossip.validated(id, from, accept) {
+                    for peer in to {
+                        let bytes = payload.len() + GOSSIP_OVERHEAD;
+                        let msg = Msg::Publish {
+                            id,
+                            payload: payload.clone(),
+                        };
+                        self.send(node, peer, msg, Kind::Eager, bytes);
+                    }
+                }
+            }
+            Command::Dial { peer } => self.dial(node, peer),
+            Command::Disconnect { peer } => {
+                if let Some(conn) = self.net.close(node, peer) {
+                    self.nodes[node].gossip.peer_gone(peer);
+                    let delay = self.net.delay(&mut self.rng);
+                    self.after(
+                        delay,
+                        Ev::Arrive {
+                            from: node,
+                            to: peer,
+                            conn,
+                            msg: Msg::Close,
+                        },
+                    );
+                    events.push_back(Event::PeerDown { peer });
+                }
+            }
+            Command::Bootstrap => {
+                // A discovery query finds a few random nodes.
+                let inc = self.nodes[node].inc;
+                let found = (0..self.nodes.len())
+                    .filter(|p| *p != node)
+                    .choose_multiple(&mut self.rng, self.config.discovered_per_bootstrap);
+                let delay = 2 * self.net.delay(&mut self.rng);
+                for peer in found {
+                    let event = Event::Discovered { peer };
+                    self.after(delay, Ev::Machine { node, inc, event });
+                }
+            }
+            Command::ArmTimer { at } => {
+                let inc = self.nodes[node].inc;
+                self.nodes[node].armed = Some(at);
+                self.at(at.max(self.now), Ev::Timer { node, inc, at });
+            }
+        }
+    }
+
+    // ---- the network ----------------------------------------------------
+
+    /// Sends `msg` on `from`'s connection to `to`, if any.
+    fn send(&mut self, from: usize, to: usize, msg: Msg, kind: Kind, bytes: usize) {
+        let Some(conn) = self.net.conn(from, to) else {
+            return;
+        };
+        self.report.traffic.add(kind, bytes);
+        let lossy = kind != Kind::Ping && kind != Kind::Mesh;
+        let link = &self.net.link;
+        let (loss, duplicate) = (link.loss, link.duplicate);
+        if lossy && loss > 0.0 && self.rng.random_bool(loss) {
+            return;
+        }
+        if lossy && duplicate > 0.0 && self.rng.random_bool(duplicate) {
+            let copy = match &msg {
+                Msg::Publish { id, payload } => Some(Msg::Publish {
+                    id: *id,
+                    payload: payload.clone(),
+                }),
+                Msg::Control(c) => Some(Msg::Control(c.clone())),
+                Msg::SyncRequest { have } => Some(Msg::SyncRequest { have: have.clone() }),
+                Msg::SyncPage { deltas, more } => Some(Msg::SyncPage {
+                    deltas: deltas.clone(),
+                    more: *more,
+                }),
+                Msg::Subscribe | Msg::Close => None,
+            };
+            if let Some(copy) = copy {
+                let delay = self.net.delay(&mut self.rng);
+                self.after(
+                    delay,
+                    Ev::Arrive {
+                        from,
+                        to,
+                        conn,
+                        msg: copy,
+                    },
+                );
+            }
+        }
+        let delay = self.net.delay(&mut self.rng);
+        self.after(
+            delay,
+            Ev::Arrive {
+                from,
+                to,
+                conn,
+                msg,
+            },
+        );
+    }
+
+    fn control_kind(control: &Control) -> (Kind, usize) {
+        match control {
+            Control::Graft | Control::Prune => (Kind::Mesh, CONTROL_OVERHEAD + 8),
+            Control::IHave(ids) => (Kind::IHave, CONTROL_OVERHEAD + ID_BYTES * ids.len()),
+            Control::IWant(ids) => (Kind::IWant, CONTROL_OVERHEAD + ID_BYTES * ids.len()),
+        }
+    }
+
+    fn send_control(&mut self, from: usize, to: usize, control: Control) {
+        let (kind, bytes) = Self::control_kind(&control);
+        self.send(from, to, Msg::Control(control), kind, bytes);
+    }
+
+    fn arrive(&mut self, from: usize, to: usize, conn: u64, msg: Msg) {
+        if self.nodes[to].core.is_none() || self.net.cut(from, to) {
+            return;
+        }
+        if let Msg::Close = msg {
+            if self.net.closed_by_peer(to, from, conn) {
+                self.nodes[to].gossip.peer_gone(from);
+                self.feed(to, Event::PeerDown { peer: from });
+            }
+            return;
+        }
+        if self.net.conn(to, from) != Some(conn) {
+            return;
+        }
+        match msg {
+            Msg::Close => {}
+            Msg::Subscribe => {
+                if !self.nodes[to].gossip.peers.contains(&from) {
+                    if let Some(graft) = self.nodes[to].gossip.subscribed(from, &self.config.gossip)
+                    {
+                        self.send_control(to, from, graft);
+                    }
+                    self.feed(to, Event::Subscribed { peer: from });
+                }
+            }
+            Msg::Publish { id, payload } => {
+                if self.nodes[to].gossip.receive(id, &payload) {
+                    let event = match Delta::decode(&payload) {
+                        Ok(delta) => Event::Gossip { from, id, delta },
+                        Err(_) => Event::GossipMalformed { from, id },
+                    };
+                    self.feed(to, event);
+                }
+            }
+            Msg::Control(control) => {
+                let reply = self.nodes[to]
+                    .gossip
+                    .control(from, control, &self.config.gossip);
+                match reply {
+                    Reply::None => {}
+                    Reply::Control(c) => self.send_control(to, from, c),
+                    Reply::Messages(messages) => {
+                        for (id, payload) in messages {
+                            let bytes = payload.len() + GOSSIP_OVERHEAD;
+                            self.send(
+                                to,
+                                from,
+                                Msg::Publish { id, payload },
+                                Kind::IWantReply,
+                                bytes,
+                            );
+                        }
+                    }
+                }
+            }
+            Msg::SyncRequest { have } => {
+                let request = hearsay_sync::RequestId(self.next_request);
+                self.next_request += 1;
+                self.feed(
+                    to,
+                    Event::SyncRequest {
+                        from,
+                        request,
+                        theirs: Some(have),
+                    },
+                );
+            }
+            Msg::SyncPage { deltas, more } => {
+                // The translator drops (and would count) what does not decode.
+                let deltas = deltas
+                    .iter()
+                    .filter_map(|b| Delta::decode(b).ok())
+                    .collect();
+                self.feed(to, Event::SyncPage { from, deltas, more });
+            }
+        }
+    }
+
+    fn dial(&mut self, node: usize, peer: usize) {
+        if node == peer || self.net.conn(node, peer).is_some() {
+            return;
+        }
+        let inc = self.nodes[node].inc;
+        let rtt = 2 * self.net.delay(&mut self.rng);
+        if self.nodes[peer].core.is_none() {
+            // Refused at once.
+            let event = Event::DialFailed { peer };
+            self.after(rtt, Ev::Machine { node, inc, event });
+        } else if self.net.cut(node, peer) {
+            let event = Event::DialFailed { peer };
+            self.after(
+                self.config.dial_timeout_ms,
+                Ev::Machine { node, inc, event },
+            );
+        } else {
+            // Transport, security and multiplexer handshakes.
+            self.after(
+                rtt,
+                Ev::Connected {
+                    from: node,
+                    to: peer,
+                    inc,
+                },
+            );
+        }
+    }
+
+    fn connected(&mut self, a: usize, b: usize, inc: u64) {
+        if !self.alive(a, inc) {
+            return;
+        }
+        if self.nodes[b].core.is_none() || self.net.cut(a, b) {
+            self.feed(a, Event::DialFailed { peer: b });
+            return;
+        }
+        if self.net.conn(a, b).is_some() && self.net.conn(b, a) == self.net.conn(a, b) {
+            // Both dialled each other; the first connection serves.
+            return;
+        }
+        let (new_a, new_b, _) = self.net.connect(a, b);
+        if new_a {
+            self.feed(
+                a,
+                Event::PeerUp {
+                    peer: b,
+                    dialer: true,
+                },
+            );
+        }
+        if new_b {
+            self.feed(
+                b,
+                Event::PeerUp {
+                    peer: a,
+                    dialer: false,
+                },
+            );
+        }
+        self.send(a, b, Msg::Subscribe, Kind::Mesh, CONTROL_OVERHEAD + 8);
+        self.send(b, a, Msg::Subscribe, Kind::Mesh, CONTROL_OVERHEAD + 8);
+    }
+
+    fn ping_round(&mut self, node: usize) {
+        let inc = self.nodes[node].inc;
+        for (peer, conn) in self.net.peers(node) {
+            if self.net.open(node, peer, conn) && self.nodes[peer].core.is_some() {
+                self.report.traffic.add(Kind::Ping, PING_BYTES);
+                self.report.traffic.add(Kind::Ping, PING_BYTES);
+                let rtt = 2 * self.net.delay(&mut self.rng);
+                let event = Event::PingOk { peer };
+                self.after(rtt, Ev::Machine { node, inc, event });
+            } else {
+                self.report.traffic.add(Kind::Ping, PING_BYTES);
+                let event = Event::PingFailed { peer };
+                let timeout = self.config.ping_interval_ms;
+                self.after(timeout, Ev::Machine { node, inc, event });
+            }
+        }
+        // The core's housekeeping (checkpoints) runs on the same beat.
+        let local = self.local_ms(node);
+        if let Some(core) = self.nodes[node].core.as_mut() {
+            core.tick(local);
+            self.schedule_commit(node);
+        }
+    }
+
+    fn heartbeat(&mut self, node: usize) {
+        let controls = self.nodes[node]
+            .gossip
+            .heartbeat(&mut self.rng, &self.config.gossip);
+        for (peer, control) in controls {
+            self.send_control(node, peer, control);
+        }
+    }
+
+    // ---- the end ----------------------------------------------------------
+
+    fn finish(mut self) -> Report {
+        let n = self.nodes.len();
+        self.report.virtual_ms = self.now;
+        let mut violations = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            match &node.core {
+                None => violations.push(format!("node {i} is down at the end")),
+                Some(core) => {
+                    if let Some(f) = core.failed() {
+                        violations.push(format!("node {i} is failed at the end: {f}"));
+                    }
+                    if core.durable() != core.version_vector() {
+                        violations.push(format!("node {i}: not everything it holds is durable"));
+                    }
+                }
+            }
+        }
+        // Version vectors, heads of every document, held changes.
+        let mut reference: Option<(hearsay_crdt::VersionVector, Vec<_>)> = None;
+        for i in 0..n {
+            let Some(core) = self.nodes[i].core.as_mut() else {
+                continue;
+            };
+            let vv = core.version_vector().clone();
+            vv.to_bytes().hash(&mut self.trace);
+            let replica = core.replica_mut();
+            if replica.has_held() {
+                violations.push(format!("node {i} holds a change waiting for dependencies"));
+            }
+            let docs = match replica.doc_ids() {
+                Ok(ids) => ids,
+                Err(e) => {
+                    violations.push(format!("node {i}: doc ids: {e}"));
+                    continue;
+                }
+            };
+            let mut heads = Vec::with_capacity(docs.len());
+            for d in docs {
+                match replica.heads(&d) {
+                    Ok(h) => heads.push((d, h)),
+                    Err(e) => violations.push(format!("node {i}: heads of {d}: {e}")),
+                }
+            }
+            match &reference {
+                None => reference = Some((vv, heads)),
+                Some((rvv, rheads)) => {
+                    if *rvv != vv {
+                        violations.push(format!(
+                            "node {i}: version vector differs from node 0's ({} vs {} deltas)",
+                            vv.sum(),
+                            rvv.sum()
+                        ));
+                    }
+                    if *rheads != heads {
+                        let differ = rheads.iter().zip(&heads).filter(|(a, b)| a != b).count()
+                            + rheads.len().abs_diff(heads.len());
+                        violations.push(format!(
+                            "node {i}: heads differ from node 0's ({} vs {} documents, {differ} differ)",
+                            heads.len(),
+                            rheads.len()
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some((_, heads)) = &reference {
+            format!("{heads:?}").hash(&mut self.trace);
+        }
+        // Every acknowledged write, readable everywhere with its body.
+        let ids: Vec<NodeId> = self.nodes.iter().map(|x| x.id).collect();
+        for i in 0..n {
+            let Some(core) = self.nodes[i].core.as_mut() else {
+                continue;
+            };
+            for (k, w) in self.writes.iter().enumerate() {
+                let origin = ids[w.node];
+                if core.version_vector().get(&origin) < w.last {
+                    violations.push(format!(
+                        "node {i} lacks acknowledged write {k} (node {} seq {})",
+                        w.node, w.last
+                    ));
+                    continue;
+                }
+                match core.replica_mut().post(w.post) {
+                    Ok(Some(p)) if p.body == w.body => {}
+                    other => violations.push(format!(
+                        "node {i}: acknowledged post {k} reads as {other:?}"
+                    )),
+                }
+            }
+        }
+        let mut delays = Vec::with_capacity(self.writes.len());
+        for (k, w) in self.writes.iter().enumerate() {
+            if w.reached < n {
+                violations.push(format!(
+                    "write {k} reached {} of {n} nodes by the end",
+                    w.reached
+                ));
+            } else {
+                delays.push(w.done_at - w.acked_at);
+            }
+        }
+        delays.sort_unstable();
+        let at = |p: f64| -> u64 {
+            if delays.is_empty() {
+                0
+            } else {
+                delays[((delays.len() - 1) as f64 * p).round() as usize]
+            }
+        };
+        let r = &mut self.report;
+        r.delay_p50_ms = at(0.5);
+        r.delay_p99_ms = at(0.99);
+        r.delay_max_ms = delays.last().copied().unwrap_or(0);
+        let deltas: u64 = self.writes.iter().map(|w| w.deltas).sum();
+        r.deltas_per_write = deltas as f64 / (self.writes.len().max(1)) as f64;
+        // The graph and the yardstick.
+        let edges = self.net.edges().len();
+        r.mean_degree = 2.0 * edges as f64 / n as f64;
+        r.mean_mesh_degree = self
+            .nodes
+            .iter()
+            .map(|x| x.gossip.mesh.len())
+            .sum::<usize>() as f64
+            / n as f64;
+        let full = if self.published.0 > 0 {
+            self.published.1 as f64 / self.published.0 as f64
+        } else {
+            0.0
+        };
+        let dpw = r.deltas_per_write;
+        let tree = (n - 1) as f64;
+        let lazy = 2.0 * edges.saturating_sub(n - 1) as f64;
+        r.plumtree = Plumtree {
+            edges,
+            eager_messages_per_write: tree * dpw,
+            eager_bytes_per_write: tree * dpw * full,
+            lazy_messages_per_write: lazy * dpw,
+            lazy_bytes_per_write: lazy * dpw * (CONTROL_OVERHEAD + ID_BYTES) as f64,
+        };
+        let total = violations.len();
+        if total > MAX_LISTED {
+            violations.truncate(MAX_LISTED);
+            violations.push(format!("... and {} more", total - MAX_LISTED));
+        }
+        r.violations = violations;
+        r.trace_hash = self.trace.finish();
+        self.report
+    }
+}
+
+/// A gossip message id from its content (the node hashes the payload too).
+fn message_id(payload: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    payload.hash(&mut h);
+    h.finish()
+}
