@@ -106,6 +106,9 @@ pub struct Report {
     pub sync_rounds: u64,
     /// Of which answered with at least one delta.
     pub sync_pages_with_deltas: u64,
+    /// Deltas anti-entropy brought that the node lacked, and ones it held.
+    pub sync_deltas_new: u64,
+    pub sync_deltas_duplicate: u64,
     pub crashes: u64,
     pub failed_flushes: u64,
     pub restarts: u64,
@@ -165,10 +168,12 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  anti-entropy: {} rounds ({:.1} per write), {} pages with deltas",
+            "  anti-entropy: {} rounds ({:.1} per write), {} pages with deltas: {} new, {} duplicate",
             self.sync_rounds,
             self.per_write(self.sync_rounds),
-            self.sync_pages_with_deltas
+            self.sync_pages_with_deltas,
+            self.sync_deltas_new,
+            self.sync_deltas_duplicate
         )?;
         writeln!(f, "  per write (gossipsub model):")?;
         let (mut push_m, mut push_b) = (0, 0);

@@ -719,6 +719,17 @@ impl<'c> World<'c> {
                 if verdicts.contains(&Verdict::Accepted) {
                     self.schedule_commit(node);
                 }
+                if source == Source::Sync {
+                    for v in &verdicts {
+                        match v {
+                            Verdict::Accepted | Verdict::Buffered => {
+                                self.report.sync_deltas_new += 1
+                            }
+                            Verdict::Duplicate => self.report.sync_deltas_duplicate += 1,
+                            Verdict::Rejected(_) => {}
+                        }
+                    }
+                }
                 for origin in origins {
                     let Some(&o) = self.index.get(&origin) else {
                         continue;
