@@ -101,6 +101,9 @@ pub struct Report {
     pub delay_p50_ms: u64,
     pub delay_p99_ms: u64,
     pub delay_max_ms: u64,
+    /// Virtual time at which the last acknowledged write reached its last
+    /// node (e.g. to compare with the end of a partition).
+    pub last_arrival_ms: u64,
     pub traffic: Traffic,
     /// Anti-entropy requests sent.
     pub sync_rounds: u64,
@@ -154,8 +157,8 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  delay ack -> every node: p50 {} ms, p99 {} ms, max {} ms",
-            self.delay_p50_ms, self.delay_p99_ms, self.delay_max_ms
+            "  delay ack -> every node: p50 {} ms, p99 {} ms, max {} ms; last arrival at {} ms",
+            self.delay_p50_ms, self.delay_p99_ms, self.delay_max_ms, self.last_arrival_ms
         )?;
         writeln!(
             f,

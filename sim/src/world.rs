@@ -1156,6 +1156,7 @@ impl<'c> World<'c> {
         r.delay_p50_ms = at(0.5);
         r.delay_p99_ms = at(0.99);
         r.delay_max_ms = delays.last().copied().unwrap_or(0);
+        r.last_arrival_ms = self.writes.iter().map(|w| w.done_at).max().unwrap_or(0);
         let deltas: u64 = self.writes.iter().map(|w| w.deltas).sum();
         r.deltas_per_write = deltas as f64 / (self.writes.len().max(1)) as f64;
         // The graph and the yardstick.

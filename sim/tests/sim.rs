@@ -67,7 +67,15 @@ fn partition_that_heals() {
         write_window_ms: 20_000,
         ..config(3, 30)
     };
-    check("partition of 15 s that heals", &c);
+    let r = check("partition of 15 s that heals", &c);
+    // The goal of the failure handling: every node holds every acknowledged
+    // write within 5 s of the network returning.
+    let healed = 20_000;
+    assert!(
+        r.last_arrival_ms <= healed + 5_000,
+        "last write arrived {} ms after the heal",
+        r.last_arrival_ms.saturating_sub(healed)
+    );
 }
 
 #[test]
