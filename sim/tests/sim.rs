@@ -78,6 +78,28 @@ fn partition_that_heals() {
     );
 }
 
+/// A split of 90 s (the length the node's split test uses): every write is
+/// everywhere within 5 s of the heal.
+#[test]
+fn long_partition_that_heals() {
+    let c = SimConfig {
+        partition: Some(Partition {
+            at_ms: 5_000,
+            duration_ms: 90_000,
+            fraction: 0.5,
+        }),
+        write_window_ms: 30_000,
+        ..config(9, 20)
+    };
+    let r = check("partition of 90 s that heals", &c);
+    let healed = 95_000;
+    assert!(
+        r.last_arrival_ms <= healed + 5_000,
+        "last write arrived {} ms after the heal",
+        r.last_arrival_ms.saturating_sub(healed)
+    );
+}
+
 #[test]
 fn crash_and_restart() {
     let c = SimConfig {
