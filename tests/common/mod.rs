@@ -57,6 +57,12 @@ pub fn clear_node_env(cmd: &mut Command) {
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
+        // Another build under test (e.g. an older one, for a baseline).
+        if let Some(other) = std::env::var_os("HEARSAY_TEST_BINARY") {
+            let other = PathBuf::from(other);
+            eprintln!("hearsay binary {} (HEARSAY_TEST_BINARY)", other.display());
+            return other;
+        }
         let exe = std::env::current_exe().expect("path of the test executable");
         let profile_dir = exe
             .parent()
