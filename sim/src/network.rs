@@ -8,7 +8,11 @@
 //! receiver still holds that connection and no partition separates the two.
 //!
 //! Each message takes `latency_ms` plus a uniform jitter in
-//! `0..=jitter_ms`, so messages on one link overtake each other. Loss and
+//! `0..=jitter_ms`. A connection is a stream, as TCP and a QUIC stream are:
+//! by default a message never overtakes an earlier one on the same
+//! connection (jitter only delays it), and reordering comes from different
+//! paths, as it does in a real mesh. `reorder` lets messages on one
+//! connection overtake each other too, the harsher model. Loss and
 //! duplication apply to gossip, control and anti-entropy messages; they
 //! stand for what a node's own queues drop and what a retry repeats. Pings,
 //! subscriptions and closes ride the connection itself and are not lost.
@@ -29,6 +33,8 @@ pub struct LinkConfig {
     pub loss: f64,
     /// Probability that a message arrives twice.
     pub duplicate: f64,
+    /// Messages on one connection may overtake each other.
+    pub reorder: bool,
 }
 
 impl Default for LinkConfig {
@@ -38,6 +44,7 @@ impl Default for LinkConfig {
             jitter_ms: 10,
             loss: 0.0,
             duplicate: 0.0,
+            reorder: false,
         }
     }
 }
@@ -61,6 +68,9 @@ pub(crate) struct Network {
     next_conn: u64,
     /// While split: the side of each node.
     side: Option<Vec<bool>>,
+    /// Latest arrival scheduled per (from, to, connection), for in-order
+    /// delivery.
+    last_arrival: BTreeMap<(usize, usize, u64), u64>,
 }
 
 impl Network {
@@ -70,6 +80,7 @@ impl Network {
             views: vec![BTreeMap::new(); nodes],
             next_conn: 1,
             side: None,
+            last_arrival: BTreeMap::new(),
         }
     }
 
@@ -121,6 +132,24 @@ impl Network {
     /// Every connection of `a` goes (a crash).
     pub fn clear(&mut self, a: usize) -> Vec<(usize, u64)> {
         std::mem::take(&mut self.views[a]).into_iter().collect()
+    }
+
+    /// When a message sent now from `from` to `to` on `conn` arrives: after
+    /// its own delay, and (unless `reorder`) not before the message sent
+    /// before it on the same connection.
+    pub fn arrival(
+        &mut self,
+        rng: &mut impl Rng,
+        now: u64,
+        (from, to, conn): (usize, usize, u64),
+    ) -> u64 {
+        let at = now + self.delay(rng);
+        if self.link.reorder {
+            return at;
+        }
+        let last = self.last_arrival.entry((from, to, conn)).or_insert(0);
+        *last = (*last).max(at);
+        *last
     }
 
     /// One message's one-way delay.

@@ -766,9 +766,11 @@ impl<'c> World<'c> {
             Command::Disconnect { peer } => {
                 if let Some(conn) = self.net.close(node, peer) {
                     self.nodes[node].gossip.peer_gone(peer);
-                    let delay = self.net.delay(&mut self.rng);
-                    self.after(
-                        delay,
+                    let at = self
+                        .net
+                        .arrival(&mut self.rng, self.now, (node, peer, conn));
+                    self.at(
+                        at,
                         Ev::Arrive {
                             from: node,
                             to: peer,
@@ -828,9 +830,9 @@ impl<'c> World<'c> {
                 Msg::Subscribe | Msg::Close => None,
             };
             if let Some(copy) = copy {
-                let delay = self.net.delay(&mut self.rng);
-                self.after(
-                    delay,
+                let at = self.net.arrival(&mut self.rng, self.now, (from, to, conn));
+                self.at(
+                    at,
                     Ev::Arrive {
                         from,
                         to,
@@ -840,9 +842,9 @@ impl<'c> World<'c> {
                 );
             }
         }
-        let delay = self.net.delay(&mut self.rng);
-        self.after(
-            delay,
+        let at = self.net.arrival(&mut self.rng, self.now, (from, to, conn));
+        self.at(
+            at,
             Ev::Arrive {
                 from,
                 to,

@@ -50,6 +50,7 @@ fn lossy_duplicating_reordering_links() {
             jitter_ms: 80,
             loss: 0.05,
             duplicate: 0.05,
+            reorder: true,
         },
         ..config(2, 30)
     };
@@ -139,6 +140,7 @@ fn everything_at_once() {
             jitter_ms: 60,
             loss: 0.02,
             duplicate: 0.02,
+            reorder: true,
         },
         partition: Some(Partition {
             at_ms: 6_000,
@@ -189,6 +191,7 @@ fn any_seed() {
             jitter_ms: 50,
             loss: 0.03,
             duplicate: 0.03,
+            reorder: true,
         },
         partition: Some(Partition {
             at_ms: 5_000,
@@ -221,6 +224,7 @@ fn thousand_nodes() {
             jitter_ms: 10,
             loss: 0.0,
             duplicate: 0.0,
+            reorder: false,
         },
         ..config(1000, 1_000)
     };
