@@ -543,14 +543,7 @@ impl<'c> World<'c> {
                         self.nodes[node]
                             .gossip
                             .publish(id, payload.clone(), &self.config.gossip);
-                    for peer in to {
-                        let bytes = payload.len() + GOSSIP_OVERHEAD;
-                        let msg = Msg::Publish {
-                            id,
-                            payload: payload.clone(),
-                        };
-                        self.send(node, peer, msg, Kind::Eager, bytes);
-                    }
+                    self.push(node, to, id, &payload);
                 }
             }
             Err(_) => {
@@ -752,14 +745,7 @@ impl<'c> World<'c> {
             } => {
                 let accept = acceptance == Acceptance::Accept;
                 if let Some((payload, to)) = self.nodes[node].gossip.validated(id, from, accept) {
-                    for peer in to {
-                        let bytes = payload.len() + GOSSIP_OVERHEAD;
-                        let msg = Msg::Publish {
-                            id,
-                            payload: payload.clone(),
-                        };
-                        self.send(node, peer, msg, Kind::Eager, bytes);
-                    }
+                    self.push(node, to, id, &payload);
                 }
             }
             Command::Dial { peer } => self.dial(node, peer),
@@ -802,6 +788,23 @@ impl<'c> World<'c> {
     }
 
     // ---- the network ----------------------------------------------------
+
+    /// Pushes a full gossip message eagerly from `node` to `peers`.
+    fn push(&mut self, node: usize, peers: Vec<usize>, id: u64, payload: &Arc<Vec<u8>>) {
+        for peer in peers {
+            let msg = Msg::Publish {
+                id,
+                payload: payload.clone(),
+            };
+            self.send(
+                node,
+                peer,
+                msg,
+                Kind::Eager,
+                payload.len() + GOSSIP_OVERHEAD,
+            );
+        }
+    }
 
     /// Sends `msg` on `from`'s connection to `to`, if any.
     fn send(&mut self, from: usize, to: usize, msg: Msg, kind: Kind, bytes: usize) {
