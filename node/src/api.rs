@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::{ClientCommand, CoreError, CoreStatus, Reply, Write, now_ms};
+use crate::core::{Ack, ClientCommand, CoreError, CoreStatus, Reply, Write, now_ms};
 use crate::metrics::{Metrics, RouteLabels, RouteOnly};
 use crate::net::NetStatus;
 
@@ -58,7 +58,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
@@ -108,6 +108,22 @@ fn ok(body: impl serde::Serialize) -> Response {
     Json(json!({"status": "OK", "body": body})).into_response()
 }
 
+/// Header carrying a version-vector token: on a write, the token covering
+/// it; on a read, the node's durable head when the read was answered.
+pub const TOKEN_HEADER: &str = "x-hearsay-token";
+
+/// The answer to a durable write: what it produced, and the token covering
+/// it in the envelope (`token`) and in [`TOKEN_HEADER`].
+fn acked(ack: Ack) -> Response {
+    let token = ack.token.to_token();
+    let mut response =
+        Json(json!({"status": "OK", "body": ack.written, "token": token})).into_response();
+    if let Ok(value) = HeaderValue::from_str(&token) {
+        response.headers_mut().insert(TOKEN_HEADER, value);
+    }
+    response
+}
+
 type ApiResult = Result<Response, ApiError>;
 
 /// The API's routes.
@@ -133,6 +149,10 @@ pub fn router(state: ApiState) -> Router {
                 message: "method not allowed on this route".into(),
             }
         })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::tokens::read_your_writes,
+        ))
         .layer(middleware::from_fn(envelope_errors))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
@@ -348,12 +368,12 @@ fn parse_create(headers: &HeaderMap, bytes: &[u8]) -> Result<NewPost, ApiError> 
 
 async fn create_post(State(state): State<ApiState>, headers: HeaderMap, bytes: Bytes) -> ApiResult {
     let new = parse_create(&headers, &bytes)?;
-    let post = ask(&state, |reply| ClientCommand::Write {
+    let ack = ask(&state, |reply| ClientCommand::Write {
         op: Write::CreatePost(new),
         reply,
     })
     .await?;
-    Ok(ok(post))
+    Ok(acked(ack))
 }
 
 async fn get_post(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult {
@@ -388,7 +408,7 @@ async fn edit_post(
     let id = parse_id("id", &id)?;
     let edit: Edit = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-    let post = ask(&state, |reply| ClientCommand::Write {
+    let ack = ask(&state, |reply| ClientCommand::Write {
         op: Write::EditPost {
             id,
             pos: edit.pos,
@@ -398,15 +418,15 @@ async fn edit_post(
         reply,
     })
     .await?;
-    Ok(ok(post))
+    Ok(acked(ack))
 }
 
 async fn delete_post(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult {
     let id = parse_id("id", &id)?;
-    let post = ask(&state, |reply| ClientCommand::Write {
+    let ack = ask(&state, |reply| ClientCommand::Write {
         op: Write::DeletePost(id),
         reply,
     })
     .await?;
-    Ok(ok(post))
+    Ok(acked(ack))
 }

@@ -86,6 +86,17 @@ pub struct Answer {
     pub url: String,
     pub status: StatusCode,
     pub json: Value,
+    /// The `X-Hearsay-Token` header: on a write, the token covering it; on a
+    /// read, the node's durable head when it answered.
+    pub token: Option<String>,
+}
+
+/// A durable write's answer: what it produced and the token covering it.
+/// Read with `?after=` that token on any node to see the write.
+#[derive(Clone, Debug)]
+pub struct Acked<T> {
+    pub value: T,
+    pub token: String,
 }
 
 impl Answer {
@@ -214,9 +225,19 @@ impl Client {
         };
         let response = client.execute(request).await.map_err(transport)?;
         let status = response.status();
+        let token = response
+            .headers()
+            .get("x-hearsay-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = response.text().await.map_err(transport)?;
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok(Answer { url, status, json })
+        Ok(Answer {
+            url,
+            status,
+            json,
+            token,
+        })
     }
 
     /// `GET path`, the answer as it came.
@@ -233,13 +254,41 @@ impl Client {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        Ok(self.acked(request).await?.value)
+    }
+
+    /// Like `typed`, keeping the answer's token (a write's must have one).
+    async fn acked<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Acked<T>, ClientError> {
         let answer = self.send(request).await?;
-        let (url, status) = (answer.url.clone(), answer.status);
-        serde_json::from_value(answer.ok_body()?).map_err(|e| ClientError::Malformed {
-            url,
+        let (url, status, token) = (answer.url.clone(), answer.status, answer.token.clone());
+        let malformed = |why: String| ClientError::Malformed {
+            url: url.clone(),
             status,
-            why: e.to_string(),
+            why,
+        };
+        let value =
+            serde_json::from_value(answer.ok_body()?).map_err(|e| malformed(e.to_string()))?;
+        Ok(Acked {
+            value,
+            token: token.unwrap_or_default(),
         })
+    }
+
+    /// `GET path` answered once the node holds everything `token` names
+    /// (`?after=`), waiting at most `wait_ms`; a 409 refusal when it does not
+    /// catch up in time.
+    pub async fn get_after(
+        &self,
+        path: &str,
+        token: &str,
+        wait_ms: u64,
+    ) -> Result<Value, ClientError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        self.get_body(&format!("{path}{sep}after={token}&wait_ms={wait_ms}"))
+            .await
     }
 
     // ---- routes -------------------------------------------------------------
@@ -262,11 +311,21 @@ impl Client {
         body: &str,
         reply_to: Option<&str>,
     ) -> Result<Post, ClientError> {
+        Ok(self.create_post_acked(author, body, reply_to).await?.value)
+    }
+
+    /// [`Client::create_post`], with the token covering the write.
+    pub async fn create_post_acked(
+        &self,
+        author: Option<&str>,
+        body: &str,
+        reply_to: Option<&str>,
+    ) -> Result<Acked<Post>, ClientError> {
         let request = self
             .http
             .post(self.url("/api/v0/p"))
             .json(&json!({"author": author, "body": body, "reply_to": reply_to}));
-        self.typed(request).await
+        self.acked(request).await
     }
 
     /// `GET /api/v0/p/{id}`: the post, `None` when the node does not hold it

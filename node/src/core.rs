@@ -43,8 +43,8 @@ use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hearsay_crdt::{
-    Delta, ErrorKind, Keypair, NewPost, NodeId, Post, PostId, Replica, ReplicaConfig, Verdict,
-    VersionVector,
+    Delta, ErrorKind, Keypair, NewPost, NodeId, Post, PostId, Profile, Replica, ReplicaConfig,
+    UserName, Verdict, VersionVector,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -133,6 +133,48 @@ pub enum Write {
         insert: String,
     },
     DeletePost(PostId),
+    /// `user` follows `whom`.
+    Follow {
+        user: UserName,
+        whom: UserName,
+    },
+    /// `user` stops following `whom`.
+    Unfollow {
+        user: UserName,
+        whom: UserName,
+    },
+    /// Sets a profile's display name and/or public key.
+    SetProfile {
+        user: UserName,
+        display_name: Option<String>,
+        public_key: Option<NodeId>,
+    },
+}
+
+/// What a write produced: the post or the profile as they are now.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum Written {
+    Post(Post),
+    Profile(Profile),
+}
+
+impl Written {
+    /// The post, for a post write.
+    pub fn into_post(self) -> Option<Post> {
+        match self {
+            Written::Post(p) => Some(p),
+            Written::Profile(_) => None,
+        }
+    }
+}
+
+/// A durable write: what it produced and the token covering it (the durable
+/// version vector of the flush that made it durable).
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub written: Written,
+    pub token: VersionVector,
 }
 
 /// What a successful [`CoreState::commit`] made durable.
@@ -148,7 +190,7 @@ pub struct Commit {
 #[derive(Debug)]
 pub enum ClientCommand {
     /// Answered after the batch's flush.
-    Write { op: Write, reply: Reply<Post> },
+    Write { op: Write, reply: Reply<Ack> },
     GetPost {
         id: PostId,
         reply: Reply<Option<PostWithPrev>>,
@@ -157,6 +199,30 @@ pub enum ClientCommand {
         limit: usize,
         before: Option<PostId>,
         reply: Reply<Vec<Post>>,
+    },
+    /// One user's posts, newest first, strictly older than `before`.
+    UserPosts {
+        user: UserName,
+        limit: usize,
+        before: Option<PostId>,
+        reply: Reply<Vec<Post>>,
+    },
+    /// The posts of the users `user` follows, newest first.
+    Home {
+        user: UserName,
+        limit: usize,
+        before: Option<PostId>,
+        reply: Reply<Vec<Post>>,
+    },
+    Profile {
+        user: UserName,
+        reply: Reply<Profile>,
+    },
+    /// Several posts at once (the event stream's reads); `None` for a post
+    /// this node does not hold.
+    PostsById {
+        ids: Vec<PostId>,
+        reply: Reply<Vec<Option<Post>>>,
     },
     /// Periodic: refresh the delay percentiles, checkpoint when due.
     Tick,
@@ -313,12 +379,15 @@ impl<S: Store> CoreState<S> {
 
     /// Applies a local write and appends its deltas to the log. Not durable:
     /// the caller holds the acknowledgement until [`CoreState::commit`].
-    pub fn write(&mut self, op: Write, now_ms: u64) -> Result<Post, CoreError> {
+    pub fn write(&mut self, op: Write, now_ms: u64) -> Result<Written, CoreError> {
         if let Some(f) = &self.failed {
             return Err(CoreError::Failed(f.clone()));
         }
-        let (post, deltas) = match op {
-            Write::CreatePost(new) => self.replica.create_post(&new, None, now_ms)?,
+        let (written, deltas) = match op {
+            Write::CreatePost(new) => {
+                let (post, deltas) = self.replica.create_post(&new, None, now_ms)?;
+                (Written::Post(post), deltas)
+            }
             Write::EditPost {
                 id,
                 pos,
@@ -327,12 +396,30 @@ impl<S: Store> CoreState<S> {
             } => {
                 self.require_post(id)?;
                 let delta = self.replica.edit_post(id, pos, delete, &insert, now_ms)?;
-                (self.require_post(id)?, vec![delta])
+                (Written::Post(self.require_post(id)?), vec![delta])
             }
             Write::DeletePost(id) => {
                 self.require_post(id)?;
                 let delta = self.replica.delete_post(id, now_ms)?;
-                (self.require_post(id)?, vec![delta])
+                (Written::Post(self.require_post(id)?), vec![delta])
+            }
+            Write::Follow { user, whom } => {
+                let delta = self.replica.follow(&user, &whom, now_ms)?;
+                (Written::Profile(self.replica.profile(&user)?), vec![delta])
+            }
+            Write::Unfollow { user, whom } => {
+                let delta = self.replica.unfollow(&user, &whom, now_ms)?;
+                (Written::Profile(self.replica.profile(&user)?), vec![delta])
+            }
+            Write::SetProfile {
+                user,
+                display_name,
+                public_key,
+            } => {
+                let delta =
+                    self.replica
+                        .set_profile(&user, display_name.as_deref(), public_key, now_ms)?;
+                (Written::Profile(self.replica.profile(&user)?), vec![delta])
             }
         };
         if let Err(e) = self.store.append(&deltas) {
@@ -349,7 +436,7 @@ impl<S: Store> CoreState<S> {
         self.staged.extend(deltas);
         self.staged_writes += 1;
         self.dirty = true;
-        Ok(post)
+        Ok(written)
     }
 
     fn require_post(&mut self, id: PostId) -> Result<Post, CoreError> {
@@ -374,6 +461,35 @@ impl<S: Store> CoreState<S> {
     /// Newest posts first, strictly older than `before`.
     pub fn posts(&mut self, limit: usize, before: Option<PostId>) -> Result<Vec<Post>, CoreError> {
         Ok(self.replica.newest_posts(limit, before)?)
+    }
+
+    /// One user's posts, newest first, strictly older than `before`.
+    pub fn user_posts(
+        &mut self,
+        user: &UserName,
+        limit: usize,
+        before: Option<PostId>,
+    ) -> Result<Vec<Post>, CoreError> {
+        Ok(self.replica.user_posts(user, limit, before)?)
+    }
+
+    /// The posts of the users `user` follows, newest first.
+    pub fn home(
+        &mut self,
+        user: &UserName,
+        limit: usize,
+        before: Option<PostId>,
+    ) -> Result<Vec<Post>, CoreError> {
+        Ok(self.replica.home_timeline(user, limit, before)?)
+    }
+
+    pub fn profile(&mut self, user: &UserName) -> Result<Profile, CoreError> {
+        Ok(self.replica.profile(user)?)
+    }
+
+    /// The posts `ids`, `None` for one this node does not hold.
+    pub fn posts_by_id(&mut self, ids: &[PostId]) -> Result<Vec<Option<Post>>, CoreError> {
+        ids.iter().map(|id| Ok(self.replica.post(*id)?)).collect()
     }
 
     /// Receives the remote deltas of many messages at once (one automerge
@@ -646,12 +762,12 @@ pub fn run_batch<S: Store>(
     events: &mpsc::Sender<CoreEvent>,
     status: &watch::Sender<CoreStatus>,
 ) {
-    let mut acks: Vec<(Reply<Post>, Post)> = Vec::new();
+    let mut acks: Vec<(Reply<Ack>, Written)> = Vec::new();
     let mut tick = false;
     for command in batch.clients {
         match command {
             ClientCommand::Write { op, reply } => match state.write(op, now_ms) {
-                Ok(post) => acks.push((reply, post)),
+                Ok(written) => acks.push((reply, written)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
@@ -665,6 +781,28 @@ pub fn run_batch<S: Store>(
                 reply,
             } => {
                 let _ = reply.send(state.posts(limit, before));
+            }
+            ClientCommand::UserPosts {
+                user,
+                limit,
+                before,
+                reply,
+            } => {
+                let _ = reply.send(state.user_posts(&user, limit, before));
+            }
+            ClientCommand::Home {
+                user,
+                limit,
+                before,
+                reply,
+            } => {
+                let _ = reply.send(state.home(&user, limit, before));
+            }
+            ClientCommand::Profile { user, reply } => {
+                let _ = reply.send(state.profile(&user));
+            }
+            ClientCommand::PostsById { ids, reply } => {
+                let _ = reply.send(state.posts_by_id(&ids));
             }
             ClientCommand::Tick => tick = true,
         }
@@ -693,8 +831,11 @@ pub fn run_batch<S: Store>(
         Ok(commit) => {
             // Status first: the durable vector is the read-your-writes token.
             status.send_replace(state.status());
-            for (reply, post) in acks {
-                let _ = reply.send(Ok(post));
+            for (reply, written) in acks {
+                let _ = reply.send(Ok(Ack {
+                    written,
+                    token: commit.durable.clone(),
+                }));
             }
             if !commit.publish.is_empty() {
                 let bytes = commit.publish.iter().map(Delta::encode).collect();

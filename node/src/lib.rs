@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod store;
+pub mod tokens;
 
 pub use config::{Config, Settings};
 pub use node::{init, run, shutdown_signal};

@@ -72,6 +72,14 @@ pub struct Metrics {
     pub replication_delay_seconds: Histogram,
     pub group_commit_size: Histogram,
     pub overload_rejections: Counter,
+    /// Reads with `?after=` refused with 409 (the node had not caught up).
+    pub reads_behind: Counter,
+    /// Event streams open now.
+    pub event_streams: Gauge,
+    /// Change events sent on event streams.
+    pub events_sent: Counter,
+    /// Event streams cut because their consumer fell behind.
+    pub event_streams_lagged: Counter,
     registry: Arc<std::sync::Mutex<Registry>>,
 }
 
@@ -97,6 +105,10 @@ impl Metrics {
             replication_delay_seconds: delay_histogram(),
             group_commit_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             overload_rejections: Counter::default(),
+            reads_behind: Counter::default(),
+            event_streams: Gauge::default(),
+            events_sent: Counter::default(),
+            event_streams_lagged: Counter::default(),
             registry: Arc::default(),
         };
         let r = registry.sub_registry_with_prefix("hearsay");
@@ -169,6 +181,26 @@ impl Metrics {
             "overload_rejections",
             "Requests refused with 503",
             m.overload_rejections.clone(),
+        );
+        r.register(
+            "reads_behind",
+            "Reads with ?after= refused with 409: the node had not caught up with the token",
+            m.reads_behind.clone(),
+        );
+        r.register(
+            "event_streams",
+            "Event streams open",
+            m.event_streams.clone(),
+        );
+        r.register(
+            "events_sent",
+            "Change events sent on event streams",
+            m.events_sent.clone(),
+        );
+        r.register(
+            "event_streams_lagged",
+            "Event streams cut because their consumer fell behind",
+            m.event_streams_lagged.clone(),
         );
         let (lat, lon) = geo.map_or((String::new(), String::new()), |g| {
             (g.lat.to_string(), g.lon.to_string())

@@ -6,7 +6,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use hearsay_crdt::{Delta, Keypair, NewPost, NodeId, PostId, UserName, Verdict};
-use hearsay_node::core::{CoreConfig, CoreState, Write};
+use hearsay_node::core::{CoreConfig, CoreState, Write, Written};
 use hearsay_node::metrics::{Metrics, Source};
 use hearsay_node::store::{FaultyStore, MemoryStore, read_page};
 use hearsay_sync::{Acceptance, Batch, Command, Event, SyncMachine};
@@ -587,7 +587,7 @@ impl<'c> World<'c> {
         };
         let before = core.version_vector().get(&own);
         match core.write(Write::CreatePost(new), local) {
-            Ok(post) => {
+            Ok(Written::Post(post)) => {
                 let last = core.version_vector().get(&own);
                 n.pending.push(Pending {
                     post: post.id,
@@ -597,6 +597,7 @@ impl<'c> World<'c> {
                 });
                 self.schedule_commit(node);
             }
+            Ok(Written::Profile(_)) => unreachable!("a post write answers with the post"),
             Err(_) => self.report.writes_refused += 1,
         }
     }

@@ -55,6 +55,8 @@ fn a_commit_makes_writes_durable_and_publishable() {
     let mut core = open(MemoryStore::default(), 1);
     let post = core
         .write(Write::CreatePost(new_post("hello")), T0)
+        .unwrap()
+        .into_post()
         .unwrap();
     // Applied and readable, not durable yet.
     assert_eq!(core.version_vector().get(&core.id()), 3);
@@ -82,6 +84,8 @@ fn a_commit_makes_writes_durable_and_publishable() {
             },
             T0 + 1,
         )
+        .unwrap()
+        .into_post()
         .unwrap();
     assert_eq!(edited.body, "hello, world");
     assert_eq!(
@@ -101,7 +105,11 @@ fn errors_are_typed() {
         core.write(Write::DeletePost(missing), T0),
         Err(CoreError::NotFound(_))
     ));
-    let post = core.write(Write::CreatePost(new_post("x")), T0).unwrap();
+    let post = core
+        .write(Write::CreatePost(new_post("x")), T0)
+        .unwrap()
+        .into_post()
+        .unwrap();
     let out_of_range = Write::EditPost {
         id: post.id,
         pos: 100,
@@ -126,7 +134,11 @@ fn errors_are_typed() {
 fn a_failed_commit_publishes_nothing_acknowledges_nothing_and_refuses_writes() {
     let store = FaultyStore::new(MemoryStore::default());
     let mut core = open(store.clone(), 1);
-    let first = core.write(Write::CreatePost(new_post("one")), T0).unwrap();
+    let first = core
+        .write(Write::CreatePost(new_post("one")), T0)
+        .unwrap()
+        .into_post()
+        .unwrap();
     let durable = core.commit().unwrap().durable;
 
     // Through the thread's batch runner: the write's reply is an error, no
@@ -311,7 +323,7 @@ fn remote(deltas: Vec<Delta>) -> (PeerCommand, oneshot::Receiver<Vec<Verdict>>) 
     (command, rx)
 }
 
-fn create(body: &str) -> (ClientCommand, oneshot::Receiver<Result<Post, CoreError>>) {
+fn create(body: &str) -> (ClientCommand, oneshot::Receiver<Result<Ack, CoreError>>) {
     let (reply, rx) = oneshot::channel();
     let command = ClientCommand::Write {
         op: Write::CreatePost(new_post(body)),
@@ -458,4 +470,37 @@ fn a_client_flood_never_starves_peer_deltas() {
     }
     drop((client_tx, peer_tx));
     thread.join().unwrap();
+}
+
+#[test]
+fn an_acknowledgement_carries_the_durable_token_covering_the_write() {
+    let mut core = open(MemoryStore::default(), 1);
+    let (events_tx, _events_rx) = mpsc::channel(8);
+    let (status_tx, status_rx) = watch::channel(core.status());
+    let (post, post_ack) = create("first");
+    let (reply, follow_ack) = oneshot::channel();
+    let follow = ClientCommand::Write {
+        op: Write::Follow {
+            user: UserName::new("ann").unwrap(),
+            whom: UserName::new("bob").unwrap(),
+        },
+        reply,
+    };
+    let batch = Batch {
+        clients: vec![post, follow],
+        peers: Vec::new(),
+    };
+    run_batch(&mut core, batch, T0, &events_tx, &status_tx);
+    let durable = status_rx.borrow().version_vector.clone();
+    // Three deltas for the post, one for the follow, all in one flush.
+    assert_eq!(durable.get(&core.id()), 4);
+    let post_ack = post_ack.blocking_recv().unwrap().unwrap();
+    assert_eq!(post_ack.token, durable);
+    assert!(matches!(post_ack.written, Written::Post(ref p) if p.body == "first"));
+    let follow_ack = follow_ack.blocking_recv().unwrap().unwrap();
+    assert_eq!(follow_ack.token, durable);
+    match follow_ack.written {
+        Written::Profile(p) => assert_eq!(p.follows, vec![UserName::new("bob").unwrap()]),
+        other => panic!("a follow answers with the profile, got {other:?}"),
+    }
 }
