@@ -47,6 +47,8 @@ pub struct NodeInfo {
     pub peer_id: String,
     pub region: String,
     pub geo: Option<hearsay_topology::Geo>,
+    /// `host:port` the HTTP API listens on.
+    pub http: String,
     pub started: Instant,
 }
 
@@ -104,7 +106,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn ok(body: impl serde::Serialize) -> Response {
+pub(crate) fn ok(body: impl serde::Serialize) -> Response {
     Json(json!({"status": "OK", "body": body})).into_response()
 }
 
@@ -137,6 +139,8 @@ pub fn router(state: ApiState) -> Router {
             get(get_post).patch(edit_post).delete(delete_post),
         )
         .route("/metrics", get(metrics))
+        .merge(crate::mesh::routes())
+        .merge(crate::web::routes())
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -171,6 +175,10 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
         Some("/api/v0/p") => "/api/v0/p",
         Some("/api/v0/p/{id}") => "/api/v0/p/{id}",
         Some("/metrics") => "/metrics",
+        Some("/api/v0/mesh") => "/api/v0/mesh",
+        Some(crate::web::PAGE) => crate::web::PAGE,
+        Some(crate::web::PERMALINK) => crate::web::PERMALINK,
+        Some(crate::web::ASSET) => crate::web::ASSET,
         _ => "other",
     };
     let started = Instant::now();

@@ -29,6 +29,8 @@ pub use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub use crate::mesh::{Mesh, MeshPeer, MeshSelf};
+
 /// Timeout of one request made by [`Client::new`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -374,6 +376,11 @@ impl Client {
     pub async fn delete(&self, id: &str) -> Result<Post, ClientError> {
         self.typed(self.http.delete(self.url(&format!("/api/v0/p/{id}"))))
             .await
+    }
+
+    /// `GET /api/v0/mesh`: the node and the peers it knows.
+    pub async fn mesh(&self) -> Result<Mesh, ClientError> {
+        self.typed(self.http.get(self.url("/api/v0/mesh"))).await
     }
 
     /// `GET /metrics`: the Prometheus text exposition.

@@ -7,7 +7,9 @@
 //!   async reactor; writes are made durable in groups (one flush per batch).
 //! - [`net`]: one task owning the libp2p swarm: gossipsub push, request-response
 //!   anti-entropy, identify, ping, kad discovery, join redials.
-//! - [`api`]: the axum HTTP API, which talks to the core by command.
+//! - [`api`]: the axum HTTP API, which talks to the core by command; with
+//!   it, [`mesh`] (the node and the peers it knows) and [`web`] (the page at
+//!   `/`, live timeline and mesh, embedded in the binary).
 //!
 //! [`node::run`] wires them together from validated [`config::Settings`].
 //!
@@ -20,11 +22,13 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod launch;
+pub mod mesh;
 pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod store;
 pub mod tokens;
+pub mod web;
 
 pub use config::{Config, Settings};
 pub use node::{init, run, shutdown_signal};

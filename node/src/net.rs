@@ -79,6 +79,11 @@ const MAX_ADDRS_PER_PEER: usize = 8;
 const MAX_ADDRESS_BOOK: usize = 1024;
 /// How often the peer count is published to the API and metrics.
 const STATUS_EVERY: Duration = Duration::from_millis(250);
+/// Peers the actor keeps facts about for the API (connected ones, join
+/// peers, and ones seen before while room remains).
+const MAX_PEER_TABLE: usize = 256;
+/// Peers listed in [`NetStatus::known`], connected ones first.
+pub const MAX_LISTED_PEERS: usize = 64;
 
 /// Anti-entropy request: "this is what I have".
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -200,6 +205,113 @@ pub enum NetError {
 pub struct NetStatus {
     pub peers: usize,
     pub listen_addrs: Vec<Multiaddr>,
+    /// The peers this node knows, connected ones first, then by peer id; at
+    /// most [`MAX_LISTED_PEERS`]. For the mesh view (`GET /api/v0/mesh`).
+    pub known: Vec<PeerSeen>,
+}
+
+/// What the actor has observed of one peer. Facts only: nothing here feeds
+/// a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSeen {
+    pub peer_id: PeerId,
+    pub connected: bool,
+    /// Round trip of the last answered ping on the current link.
+    pub rtt: Option<Duration>,
+    /// Revision (version vector sum) the peer sent in its last sync
+    /// request: how far it had got then.
+    pub revision: Option<u64>,
+    /// The address of the current link first, then the listen addresses
+    /// the peer announced (at most [`MAX_ADDRS_PER_PEER`] in all).
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// The bounded table behind [`NetStatus::known`].
+#[derive(Debug, Default)]
+struct PeerTable {
+    peers: BTreeMap<PeerId, PeerSeen>,
+}
+
+impl PeerTable {
+    /// The entry of `peer`, made if there is room (a disconnected entry is
+    /// dropped to make room for a new one).
+    fn entry(&mut self, peer: PeerId) -> Option<&mut PeerSeen> {
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_PEER_TABLE {
+            let stale = self
+                .peers
+                .iter()
+                .find(|(_, p)| !p.connected)
+                .map(|(id, _)| *id)?;
+            self.peers.remove(&stale);
+        }
+        Some(self.peers.entry(peer).or_insert_with(|| PeerSeen {
+            peer_id: peer,
+            connected: false,
+            rtt: None,
+            revision: None,
+            addrs: Vec::new(),
+        }))
+    }
+
+    /// A peer known before any link (a join address).
+    fn known(&mut self, peer: PeerId, addr: Multiaddr) {
+        if let Some(p) = self.entry(peer) {
+            add_addr(&mut p.addrs, addr);
+        }
+    }
+
+    fn connected(&mut self, peer: PeerId, addr: Multiaddr) {
+        if let Some(p) = self.entry(peer) {
+            p.connected = true;
+            p.addrs.retain(|a| *a != addr);
+            p.addrs.insert(0, addr);
+            p.addrs.truncate(MAX_ADDRS_PER_PEER);
+        }
+    }
+
+    fn disconnected(&mut self, peer: PeerId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.connected = false;
+            p.rtt = None;
+        }
+    }
+
+    fn announced(&mut self, peer: PeerId, addrs: &[Multiaddr]) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            for addr in addrs {
+                add_addr(&mut p.addrs, addr.clone());
+            }
+        }
+    }
+
+    fn rtt(&mut self, peer: PeerId, rtt: Duration) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.rtt = Some(rtt);
+        }
+    }
+
+    fn revision(&mut self, peer: PeerId, revision: u64) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.revision = Some(revision);
+        }
+    }
+
+    /// Connected peers first, then by peer id; at most [`MAX_LISTED_PEERS`].
+    fn listed(&self) -> Vec<PeerSeen> {
+        let connected = self.peers.values().filter(|p| p.connected);
+        let others = self.peers.values().filter(|p| !p.connected);
+        connected
+            .chain(others)
+            .take(MAX_LISTED_PEERS)
+            .cloned()
+            .collect()
+    }
+}
+
+fn add_addr(addrs: &mut Vec<Multiaddr>, addr: Multiaddr) {
+    if addrs.len() < MAX_ADDRS_PER_PEER && !addrs.contains(&addr) {
+        addrs.push(addr);
+    }
 }
 
 /// Where the node announces its addresses once listening.
@@ -252,6 +364,8 @@ struct Net<S> {
     join: BTreeMap<PeerId, Multiaddr>,
     /// Listen addresses peers announced (identify, kad), for redials.
     addresses: HashMap<PeerId, Vec<Multiaddr>>,
+    /// What the API lists about peers (links, RTTs, revisions).
+    seen: PeerTable,
     /// Response channels of the sync requests being answered.
     requests: HashMap<RequestId, ResponseChannel<SyncResponse>>,
     next_request: u64,
@@ -308,6 +422,10 @@ pub async fn run<S: Store>(
     let durable = parts.core_status.borrow().version_vector.clone();
     machine.handle(0, Event::Durable(durable));
     let epoch = Instant::now();
+    let mut seen = PeerTable::default();
+    for (peer, addr) in &join {
+        seen.known(*peer, addr.clone());
+    }
     let mut net = Net {
         swarm,
         topic,
@@ -316,6 +434,7 @@ pub async fn run<S: Store>(
         timer: Box::pin(tokio::time::sleep_until(epoch)),
         join,
         addresses: HashMap::new(),
+        seen,
         requests: HashMap::new(),
         next_request: 0,
         core: parts.core,
@@ -577,10 +696,13 @@ impl<S: Store> Net<S> {
     fn publish_status(&mut self) {
         let peers = self.swarm.connected_peers().count();
         self.metrics.connected_peers.set(peers as i64);
+        let known = self.seen.listed();
         self.status.send_if_modified(|s| {
-            let changed = s.peers != peers || s.listen_addrs != self.listen_addrs;
+            let changed =
+                s.peers != peers || s.listen_addrs != self.listen_addrs || s.known != known;
             s.peers = peers;
             s.listen_addrs.clone_from(&self.listen_addrs);
+            s.known = known;
             changed
         });
     }
@@ -639,6 +761,8 @@ impl<S: Store> Net<S> {
                 }
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                    self.seen
+                        .connected(peer_id, endpoint.get_remote_address().clone());
                     self.feed(Event::PeerUp {
                         peer: peer_id,
                         dialer: endpoint.is_dialer(),
@@ -653,6 +777,7 @@ impl<S: Store> Net<S> {
             } => {
                 if num_established == 0 {
                     tracing::info!(peer = %peer_id, "disconnected");
+                    self.seen.disconnected(peer_id);
                     self.feed(Event::PeerDown { peer: peer_id });
                 }
                 self.publish_status();
@@ -695,6 +820,9 @@ impl<S: Store> Net<S> {
                         self.next_request += 1;
                         self.requests.insert(id, channel);
                         let theirs = VersionVector::from_bytes(&request.version_vector).ok();
+                        if let Some(vv) = &theirs {
+                            self.seen.revision(peer, vv.sum());
+                        }
                         self.feed(Event::SyncRequest {
                             from: peer,
                             request: id,
@@ -721,6 +849,7 @@ impl<S: Store> Net<S> {
                         .into_iter()
                         .take(MAX_ADDRS_PER_PEER)
                         .collect();
+                    self.seen.announced(peer_id, &addrs);
                     if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                         for addr in &addrs {
                             kad.add_address(&peer_id, addr.clone());
@@ -743,7 +872,10 @@ impl<S: Store> Net<S> {
                 self.p2p_metrics.record(&event);
                 let peer = event.peer;
                 match event.result {
-                    Ok(_) => self.feed(Event::PingOk { peer }),
+                    Ok(rtt) => {
+                        self.seen.rtt(peer, rtt);
+                        self.feed(Event::PingOk { peer });
+                    }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "ping failed");
                         self.feed(Event::PingFailed { peer });
@@ -775,5 +907,84 @@ impl<S: Store> Net<S> {
             }
         }
         self.feed(Event::SyncPage { from, deltas, more });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> Multiaddr {
+        format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
+    }
+
+    #[test]
+    fn the_peer_table_lists_links_with_their_rtt_revision_and_address() {
+        let mut table = PeerTable::default();
+        let (joined, dialled) = (PeerId::random(), PeerId::random());
+        table.known(joined, addr(1));
+        table.connected(dialled, addr(2));
+        table.rtt(dialled, Duration::from_millis(7));
+        table.revision(dialled, 42);
+        table.announced(dialled, &[addr(3), addr(2)]);
+        let listed = table.listed();
+        assert_eq!(
+            listed,
+            vec![
+                PeerSeen {
+                    peer_id: dialled,
+                    connected: true,
+                    rtt: Some(Duration::from_millis(7)),
+                    revision: Some(42),
+                    addrs: vec![addr(2), addr(3)],
+                },
+                PeerSeen {
+                    peer_id: joined,
+                    connected: false,
+                    rtt: None,
+                    revision: None,
+                    addrs: vec![addr(1)],
+                },
+            ]
+        );
+
+        // A dropped link keeps the peer (and its last revision), not its RTT.
+        table.disconnected(dialled);
+        let p = &table.peers[&dialled];
+        assert!(!p.connected);
+        assert_eq!((p.rtt, p.revision), (None, Some(42)));
+        // Facts about a peer never seen on a link are not recorded.
+        let stranger = PeerId::random();
+        table.rtt(stranger, Duration::from_millis(1));
+        table.revision(stranger, 1);
+        assert!(!table.peers.contains_key(&stranger));
+    }
+
+    #[test]
+    fn the_peer_table_is_bounded_and_keeps_live_links() {
+        let mut table = PeerTable::default();
+        let live: Vec<PeerId> = (0..MAX_PEER_TABLE).map(|_| PeerId::random()).collect();
+        for (i, peer) in live.iter().enumerate() {
+            table.connected(*peer, addr(i as u16));
+        }
+        // Full of live links: a newcomer is not tracked.
+        let newcomer = PeerId::random();
+        table.connected(newcomer, addr(9999));
+        assert_eq!(table.peers.len(), MAX_PEER_TABLE);
+        assert!(!table.peers.contains_key(&newcomer));
+        // A dropped link makes room.
+        table.disconnected(live[5]);
+        table.connected(newcomer, addr(9999));
+        assert_eq!(table.peers.len(), MAX_PEER_TABLE);
+        assert!(table.peers[&newcomer].connected);
+        assert!(!table.peers.contains_key(&live[5]));
+        // The listing is bounded too, connected peers first.
+        let listed = table.listed();
+        assert_eq!(listed.len(), MAX_LISTED_PEERS);
+        assert!(listed.iter().all(|p| p.connected));
+        // Addresses per peer are bounded.
+        let many: Vec<Multiaddr> = (0..20).map(|i| addr(20_000 + i)).collect();
+        table.announced(newcomer, &many);
+        assert_eq!(table.peers[&newcomer].addrs.len(), MAX_ADDRS_PER_PEER);
     }
 }

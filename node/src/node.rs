@@ -165,6 +165,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             peer_id: peer_id.to_string(),
             region: settings.region.clone(),
             geo: settings.geo,
+            http: http_addr.to_string(),
             started: Instant::now(),
         }),
     };
