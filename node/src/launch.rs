@@ -322,6 +322,16 @@ impl NodeProcess {
         self.spawn().await
     }
 
+    /// Like [`NodeProcess::restart`], on the HTTP address the node
+    /// announced when it last started (kept for later restarts too), so
+    /// clients holding its URL, such as an open web page, find it again.
+    pub async fn restart_same_http(&mut self) -> Result<(), LaunchError> {
+        if let Some(announce) = &self.announce {
+            self.launch = self.launch.clone().set("http", announce.http.clone());
+        }
+        self.restart().await
+    }
+
     /// Kills the process with SIGKILL (a crash) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -206,15 +206,15 @@
     }
     card.append(el('p', 'post-body', post.body));
 
-    const actions = el('div', 'post-actions');
+    const tools = el('div', 'post-tools');
     const edit = el('button', 'link edit', 'Edit');
     edit.type = 'button';
     edit.addEventListener('click', () => startEdit(card));
     const del = el('button', 'link delete', 'Delete');
     del.type = 'button';
     del.addEventListener('click', () => confirmDelete(card, del));
-    actions.append(edit, del);
-    card.append(actions);
+    tools.append(edit, del);
+    head.append(tools);
   }
 
   function startEdit(card) {
@@ -223,7 +223,7 @@
     const original = entry.post.body;
     card.classList.add('editing');
     const body = card.querySelector('.post-body');
-    const actions = card.querySelector('.post-actions');
+    card.querySelector('.post-tools').hidden = true;
     const area = el('textarea', 'edit-area');
     area.value = original;
     area.maxLength = MAX_BODY_CHARS;
@@ -236,7 +236,7 @@
     const bar = el('div', 'post-actions');
     bar.append(error, cancel, save);
     body.replaceWith(area);
-    actions.replaceWith(bar);
+    area.after(bar);
     area.focus();
     cancel.addEventListener('click', () => fill(card, shown.get(card.dataset.id).post));
     save.addEventListener('click', async () => {

@@ -12,9 +12,12 @@
 //!   missing or empty vector, and [`TestNode::contents`] reads every post.
 //! - [`wait_until`] polls a condition, bounded in time and in count.
 //! - [`proxy::Proxy`] adds latency to a link, or cuts it (a partition).
+//! - [`browser::Browser`] drives headless Chromium over DevTools (the web
+//!   page's tests).
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod browser;
 pub mod netns;
 pub mod proxy;
 
@@ -268,6 +271,20 @@ impl TestNode {
             self.name
         );
         if let Err(e) = self.process.restart().await {
+            panic!("{}: {e}\n{}", self.name, self.log_tail());
+        }
+    }
+
+    /// Like [`TestNode::restart`], keeping the HTTP address of the last
+    /// start, so clients holding the URL (an open web page) find the node
+    /// again.
+    pub async fn restart_same_http(&mut self) {
+        assert!(
+            !self.is_running(),
+            "{}: restart of a running node",
+            self.name
+        );
+        if let Err(e) = self.process.restart_same_http().await {
             panic!("{}: {e}\n{}", self.name, self.log_tail());
         }
     }
