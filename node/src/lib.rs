@@ -19,6 +19,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod events;
 pub mod launch;
 pub mod metrics;
 pub mod net;
