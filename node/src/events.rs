@@ -248,6 +248,46 @@ impl Cursor {
     }
 }
 
+/// Why [`read_all`] stopped short.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The log lacks changes the cursor needs.
+    Gap(Missing),
+    Store(crate::store::StoreError),
+}
+
+/// Everything `cursor` lacks of `head`, read from `log` page by page: each
+/// change to send, in order, with the position after it. Synchronous: for
+/// tools and the simulation (the HTTP stream reads the same pages as the
+/// consumer takes them).
+pub fn read_all(
+    log: &dyn DeltaLog,
+    cursor: &mut Cursor,
+    head: &VersionVector,
+) -> Result<Vec<(Delta, Change, VersionVector)>, ReadError> {
+    let mut out = Vec::new();
+    loop {
+        let wanted = cursor.wanted(head);
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        let page = read_page(log, wanted).map_err(ReadError::Store)?;
+        if let Some((origin, to)) = page.empty.first() {
+            return Err(ReadError::Gap(cursor.nothing_read(origin, *to)));
+        }
+        for delta in page.deltas {
+            match cursor.step(&delta) {
+                Step::Gap(missing) => return Err(ReadError::Gap(missing)),
+                Step::Send(change) => {
+                    let position = cursor.position().clone();
+                    out.push((delta, change, position));
+                }
+                Step::Skip | Step::Seen => {}
+            }
+        }
+    }
+}
+
 // ---- the HTTP edge -------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
@@ -391,15 +431,17 @@ async fn ask_core<T>(
         .map_err(|_| End::Stopped)
 }
 
-/// One page of the log: what `cursor` lacks of `head`, decoded, per origin
+/// One page of the log: what a cursor lacks of a head, decoded, per origin
 /// in seq order, with the origins the log had nothing for.
-struct Page {
-    deltas: Vec<Delta>,
+#[derive(Debug)]
+pub struct Page {
+    pub deltas: Vec<Delta>,
     /// Origins (with the seq wanted up to) for which the log returned nothing.
-    empty: Vec<(NodeId, u64)>,
+    pub empty: Vec<(NodeId, u64)>,
 }
 
-fn read_page(log: &dyn DeltaLog, wanted: Vec<(NodeId, u64, u64)>) -> StoreResult<Page> {
+/// Reads one bounded page of `wanted` ([`Cursor::wanted`]) from `log`.
+pub fn read_page(log: &dyn DeltaLog, wanted: Vec<(NodeId, u64, u64)>) -> StoreResult<Page> {
     let mut page = Page {
         deltas: Vec::new(),
         empty: Vec::new(),

@@ -160,3 +160,46 @@ fn requests_parse_tokens_and_filters_with_clear_refusals() {
         assert!(parse_request(&none, &bad).is_err());
     }
 }
+
+#[test]
+fn read_all_serves_the_log_from_a_token_and_names_a_hole() {
+    use crate::store::MemoryStore;
+    let mut r = replica(1);
+    let log = MemoryStore::default();
+    let mut ids = Vec::new();
+    for body in ["one", "two", "three"] {
+        let (p, deltas) = post(&mut r, "ann", body);
+        log.append(&deltas).unwrap();
+        ids.push(p.id);
+    }
+    let head = r.version_vector().clone();
+    // From a token that saw the first post: the other two, in order.
+    let token: VersionVector = [(r.id(), 3)].into_iter().collect();
+    let mut cursor = Cursor::new(token, Filter::default());
+    let read = read_all(&log, &mut cursor, &head).unwrap();
+    let changes: Vec<Change> = read.iter().map(|(_, c, _)| c.clone()).collect();
+    assert_eq!(changes, vec![Change::Post(ids[1]), Change::Post(ids[2])]);
+    assert_eq!(read[0].2.get(&r.id()), 4, "each change's token covers it");
+    assert_eq!(cursor.position(), &head);
+    assert!(read_all(&log, &mut cursor, &head).unwrap().is_empty());
+
+    // A log that lacks seqs 4..=6: an explicit gap, never a skip.
+    let holed = MemoryStore::default();
+    let mut r2 = replica(2);
+    let mut all = Vec::new();
+    for body in ["one", "two", "three"] {
+        all.extend(post(&mut r2, "bob", body).1);
+    }
+    holed.append(&all[..3]).unwrap();
+    holed.append(&all[6..]).unwrap();
+    let mut cursor = Cursor::new(VersionVector::new(), Filter::default());
+    match read_all(&holed, &mut cursor, r2.version_vector()) {
+        Err(ReadError::Gap(missing)) => assert_eq!((missing.from, missing.to), (4, 6)),
+        other => panic!("expected a gap, got {other:?}"),
+    }
+    assert_eq!(
+        cursor.position().get(&r2.id()),
+        3,
+        "stopped before the hole"
+    );
+}
