@@ -7,6 +7,7 @@
 mod client;
 mod demo;
 mod flags;
+mod tail;
 
 use std::path::PathBuf;
 
@@ -68,6 +69,8 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Print a node's events as they arrive, reconnecting with the last token
+    Tail(tail::TailArgs),
     /// Print a node's stats
     Status {
         #[command(flatten)]
@@ -145,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
         },
         Cmd::Posts { node, limit } => client::print(&node.client().posts(limit, None).await?),
         Cmd::Status { node } => client::print(&node.client().stats().await?),
+        Cmd::Tail(args) => tail::run(args).await?,
         Cmd::Demo { dir } => demo::run(dir).await?,
     }
     Ok(())

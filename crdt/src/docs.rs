@@ -18,7 +18,7 @@ pub const MAX_BODY_CHARS: usize = 4096;
 /// Longest profile display name, in characters.
 pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
 
-const FOLLOW_PREFIX: &str = "follows/";
+pub(crate) const FOLLOW_PREFIX: &str = "follows/";
 
 macro_rules! serde_via_text {
     ($($t:ty),*) => {$(

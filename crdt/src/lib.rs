@@ -30,6 +30,7 @@
 pub mod delta;
 pub mod docs;
 pub mod error;
+pub mod event;
 pub mod identity;
 pub mod ids;
 pub mod replica;
@@ -40,6 +41,7 @@ pub mod vv;
 pub use delta::{Delta, MAX_DELTA_BYTES};
 pub use docs::{MAX_BODY_CHARS, NewPost, Post, Profile};
 pub use error::{Error, ErrorKind, Result};
+pub use event::Change;
 pub use identity::Keypair;
 pub use ids::{BUCKET_MS, DocId, NodeId, PostId, UserName};
 pub use replica::{ReceiveOutcome, Replica, ReplicaConfig};

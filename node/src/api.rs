@@ -39,6 +39,9 @@ pub struct ApiState {
     pub net_status: watch::Receiver<NetStatus>,
     pub metrics: Metrics,
     pub info: Arc<NodeInfo>,
+    /// The log, which event streams read.
+    pub log: crate::events::Log,
+    pub events: crate::events::StreamConfig,
 }
 
 /// Static facts about the node.
@@ -133,6 +136,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v0/health", get(health))
         .route("/api/v0/stats", get(stats))
+        .route("/api/v0/events", get(crate::events::events))
         .route("/api/v0/p", get(list_posts).post(create_post))
         .route(
             "/api/v0/p/{id}",
@@ -172,6 +176,7 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
     {
         Some("/api/v0/health") => "/api/v0/health",
         Some("/api/v0/stats") => "/api/v0/stats",
+        Some("/api/v0/events") => "/api/v0/events",
         Some("/api/v0/p") => "/api/v0/p",
         Some("/api/v0/p/{id}") => "/api/v0/p/{id}",
         Some("/metrics") => "/metrics",

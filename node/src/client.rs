@@ -392,3 +392,192 @@ impl Client {
         }
     }
 }
+
+// ---- event stream -------------------------------------------------------------
+
+/// Longest line accepted from an event stream (a change event carries at
+/// most one post, far below this).
+const MAX_SSE_LINE: usize = 1 << 20;
+/// A stream with no byte (not even a keep-alive comment) for this long is
+/// taken as dead.
+pub const EVENTS_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One message of `GET /api/v0/events`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamEvent {
+    /// The token covering this event and everything before it on the stream.
+    pub id: Option<String>,
+    /// `post`, `edit`, `delete`, `follow`, `unfollow`, `profile`, or a
+    /// control event: `ready`, `ahead`, `unavailable`, `lagged`.
+    pub event: String,
+    pub data: String,
+}
+
+impl StreamEvent {
+    /// The data as JSON (`Value::Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+
+    /// Whether this is a change (not a control event).
+    pub fn is_change(&self) -> bool {
+        matches!(
+            self.event.as_str(),
+            "post" | "edit" | "delete" | "follow" | "unfollow" | "profile"
+        )
+    }
+}
+
+/// A server-sent event stream being read: [`EventStream::next`] returns each
+/// message as it arrives, and [`EventStream::last_id`] the resume token (id-only
+/// messages move it without being returned, as in browsers).
+#[derive(Debug)]
+pub struct EventStream {
+    url: String,
+    response: reqwest::Response,
+    buf: Vec<u8>,
+    id: Option<String>,
+    event: Option<String>,
+    data: Option<String>,
+    last_id: Option<String>,
+    /// Keep-alive comments seen.
+    pub comments: u64,
+}
+
+impl EventStream {
+    /// The id of the last message received: resume here.
+    pub fn last_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
+    }
+
+    /// The next event; `None` when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<StreamEvent>, ClientError> {
+        loop {
+            while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                let line = String::from_utf8_lossy(&line).into_owned();
+                if let Some(event) = self.line(&line) {
+                    return Ok(Some(event));
+                }
+            }
+            if self.buf.len() > MAX_SSE_LINE {
+                return Err(ClientError::Malformed {
+                    url: self.url.clone(),
+                    status: StatusCode::OK,
+                    why: format!("event stream line longer than {MAX_SSE_LINE} bytes"),
+                });
+            }
+            let url = self.url.clone();
+            match self
+                .response
+                .chunk()
+                .await
+                .map_err(|source| ClientError::Transport { url, source })?
+            {
+                Some(bytes) => self.buf.extend_from_slice(&bytes),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Takes one line; a blank line dispatches the message.
+    fn line(&mut self, line: &str) -> Option<StreamEvent> {
+        if line.is_empty() {
+            if let Some(id) = self.id.take() {
+                self.last_id = Some(id.clone());
+                let event = self.event.take().unwrap_or_else(|| "message".into());
+                return self.data.take().map(|data| StreamEvent {
+                    id: Some(id),
+                    event,
+                    data,
+                });
+            }
+            let event = self.event.take().unwrap_or_else(|| "message".into());
+            return self.data.take().map(|data| StreamEvent {
+                id: None,
+                event,
+                data,
+            });
+        }
+        if line.starts_with(':') {
+            self.comments += 1;
+            return None;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+        match field {
+            "id" => self.id = Some(value),
+            "event" => self.event = Some(value),
+            "data" => match &mut self.data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(&value);
+                }
+                None => self.data = Some(value),
+            },
+            _ => {}
+        }
+        None
+    }
+}
+
+impl Client {
+    /// `GET /api/v0/events`: from `from` (a token; `None`: live only;
+    /// `Some("start")`: everything), with `filters` such as
+    /// `[("author", "ann"), ("kind", "post,edit")]`. A refusal (400 for a
+    /// malformed token) is an error; the stream has no overall timeout, only
+    /// [`EVENTS_READ_TIMEOUT`] of silence.
+    pub async fn events(
+        &self,
+        from: Option<&str>,
+        filters: &[(&str, &str)],
+    ) -> Result<EventStream, ClientError> {
+        let mut query: Vec<(&str, &str)> = filters.to_vec();
+        if let Some(from) = from {
+            query.push(("from", from));
+        }
+        let url = self.url("/api/v0/events");
+        let transport = |source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(DEFAULT_TIMEOUT)
+            .read_timeout(EVENTS_READ_TIMEOUT)
+            .build()
+            .map_err(transport)?;
+        let response = http
+            .get(&url)
+            .query(&query)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let text = response.text().await.map_err(transport)?;
+            let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            return Err(Answer {
+                url,
+                status,
+                json,
+                token: None,
+            }
+            .into_error());
+        }
+        Ok(EventStream {
+            url,
+            response,
+            buf: Vec::new(),
+            id: None,
+            event: None,
+            data: None,
+            last_id: from.map(str::to_owned),
+            comments: 0,
+        })
+    }
+}

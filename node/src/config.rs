@@ -168,6 +168,27 @@ pub const KEYS: &[Key] = &[
         help: "Document snapshot (checkpoint) period in milliseconds",
         example: "5000",
     },
+    Key {
+        name: "events_buffer",
+        kind: Kind::Number,
+        value_name: "N",
+        help: "Events buffered per event-stream consumer",
+        example: "64",
+    },
+    Key {
+        name: "events_stall_ms",
+        kind: Kind::Number,
+        value_name: "MS",
+        help: "How long a consumer's full buffer is tolerated before it is cut off (with its token)",
+        example: "1000",
+    },
+    Key {
+        name: "events_keepalive_ms",
+        kind: Kind::Number,
+        value_name: "MS",
+        help: "Interval of the event stream's keep-alive comments",
+        example: "5000",
+    },
 ];
 
 impl Key {
@@ -215,6 +236,12 @@ pub struct Config {
     pub cache_docs: usize,
     /// Checkpoint (document snapshot) period in milliseconds.
     pub checkpoint_interval_ms: u64,
+    /// Events buffered per event-stream consumer.
+    pub events_buffer: usize,
+    /// How long a consumer's full buffer is tolerated before it is cut off.
+    pub events_stall_ms: u64,
+    /// Interval of the event stream's keep-alive comments.
+    pub events_keepalive_ms: u64,
 }
 
 impl Default for Config {
@@ -233,6 +260,9 @@ impl Default for Config {
             max_connections: 128,
             cache_docs: 4096,
             checkpoint_interval_ms: 10_000,
+            events_buffer: 512,
+            events_stall_ms: 5_000,
+            events_keepalive_ms: 15_000,
         }
     }
 }
@@ -251,6 +281,7 @@ pub struct Settings {
     pub max_connections: u32,
     pub cache_docs: usize,
     pub checkpoint_interval: Duration,
+    pub events: crate::events::StreamConfig,
 }
 
 fn multiaddrs(key: &'static str, list: &[String]) -> Result<Vec<Multiaddr>, ConfigError> {
@@ -377,6 +408,15 @@ impl Config {
         if self.cache_docs < 16 {
             return Err(invalid("cache_docs", "must be at least 16"));
         }
+        if !(1..=65_536).contains(&self.events_buffer) {
+            return Err(invalid("events_buffer", "must be from 1 to 65536"));
+        }
+        if self.events_stall_ms < 10 {
+            return Err(invalid("events_stall_ms", "must be at least 10"));
+        }
+        if self.events_keepalive_ms < 100 {
+            return Err(invalid("events_keepalive_ms", "must be at least 100"));
+        }
         Ok(Settings {
             data_dir: data_dir.to_path_buf(),
             listen,
@@ -389,6 +429,11 @@ impl Config {
             max_connections: self.max_connections,
             cache_docs: self.cache_docs,
             checkpoint_interval: Duration::from_millis(self.checkpoint_interval_ms),
+            events: crate::events::StreamConfig {
+                buffer: self.events_buffer,
+                stall: Duration::from_millis(self.events_stall_ms),
+                keepalive: Duration::from_millis(self.events_keepalive_ms),
+            },
         })
     }
 }

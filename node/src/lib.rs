@@ -21,6 +21,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod events;
 pub mod launch;
 pub mod mesh;
 pub mod metrics;

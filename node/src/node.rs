@@ -83,6 +83,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         .expect("store open task")?
     };
     let store = core.store().clone();
+    let log: crate::events::Log = Arc::new(store.clone());
     let (client_tx, client_rx) = mpsc::channel(CLIENT_QUEUE);
     let (peer_tx, peer_rx) = mpsc::channel(PEER_QUEUE);
     let (event_tx, event_rx) = mpsc::channel(CORE_EVENTS);
@@ -168,6 +169,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             http: http_addr.to_string(),
             started: Instant::now(),
         }),
+        log,
+        events: settings.events,
     };
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(

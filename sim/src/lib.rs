@@ -53,6 +53,7 @@
 
 pub mod gossip;
 pub mod network;
+mod readers;
 mod report;
 mod world;
 
@@ -122,6 +123,10 @@ pub struct SimConfig {
     pub dial_timeout_ms: u64,
     pub sync: hearsay_sync::Config,
     pub gossip: GossipConfig,
+    /// Event-stream readers hopping between random live nodes with their
+    /// token, one hop every `reader_hop_ms` (see `readers.rs`).
+    pub readers: usize,
+    pub reader_hop_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -147,6 +152,8 @@ impl Default for SimConfig {
             dial_timeout_ms: 2_000,
             sync: hearsay_sync::Config::default(),
             gossip: GossipConfig::default(),
+            readers: 3,
+            reader_hop_ms: 700,
         }
     }
 }

@@ -119,6 +119,11 @@ pub struct Report {
     pub mean_degree: f64,
     pub mean_mesh_degree: f64,
     pub plumtree: Plumtree,
+    /// Event-stream readers: hops between nodes, hops to a node behind the
+    /// reader's token, change events received.
+    pub reader_hops: u64,
+    pub reader_ahead_hops: u64,
+    pub reader_events: u64,
     /// Hash of the whole trace: equal seeds give equal hashes.
     pub trace_hash: u64,
     /// Broken invariants; empty when the run passed.
@@ -168,6 +173,11 @@ impl fmt::Display for Report {
             self.restarts,
             self.mean_degree,
             self.mean_mesh_degree
+        )?;
+        writeln!(
+            f,
+            "  event-stream readers: {} hops ({} to a node behind the token), {} change events, each once",
+            self.reader_hops, self.reader_ahead_hops, self.reader_events
         )?;
         writeln!(
             f,

@@ -10,6 +10,8 @@ use hearsay_node::core::{CoreConfig, CoreState, Write, Written};
 use hearsay_node::metrics::{Metrics, Source};
 use hearsay_node::store::{FaultyStore, MemoryStore, read_page};
 use hearsay_sync::{Acceptance, Batch, Command, Event, SyncMachine};
+
+use crate::readers::Readers;
 use rand::rngs::StdRng;
 use rand::seq::IteratorRandom;
 use rand::{Rng, SeedableRng};
@@ -109,6 +111,10 @@ enum Ev {
         fraction: f64,
     },
     Heal,
+    /// An event-stream reader hops to a random live node and reads.
+    Read {
+        reader: usize,
+    },
 }
 
 impl Ev {
@@ -128,6 +134,7 @@ impl Ev {
             Ev::FailFlush { node } => (10, *node),
             Ev::Split { .. } => (11, 0),
             Ev::Heal => (12, 0),
+            Ev::Read { reader } => (13, *reader),
         }
     }
 }
@@ -219,6 +226,7 @@ struct World<'c> {
     end: u64,
     trace: DefaultHasher,
     report: Report,
+    readers: Readers,
 }
 
 impl<'c> World<'c> {
@@ -278,6 +286,7 @@ impl<'c> World<'c> {
                 nodes: n,
                 ..Report::default()
             },
+            readers: Readers::new(config.seed, config.readers),
         };
         world.schedule_scenario();
         world
@@ -295,6 +304,10 @@ impl<'c> World<'c> {
         for k in 0..c.posts {
             let at = c.warmup_ms + self.rng.random_range(0..window);
             self.at(at, Ev::Write { k });
+        }
+        for reader in 0..self.readers.len() {
+            let at = c.warmup_ms + self.readers.rng.random_range(0..c.reader_hop_ms.max(1));
+            self.at(at, Ev::Read { reader });
         }
         let mut settle = write_end;
         if let Some(p) = &c.partition {
@@ -418,6 +431,10 @@ impl<'c> World<'c> {
             }
             Ev::Split { fraction } => self.net.split(&mut self.rng, fraction),
             Ev::Heal => self.net.heal(),
+            Ev::Read { reader } => {
+                self.read(reader);
+                self.after(self.config.reader_hop_ms.max(1), Ev::Read { reader });
+            }
         }
     }
 
@@ -1046,6 +1063,18 @@ impl<'c> World<'c> {
         }
     }
 
+    /// Reader `reader` reads at a random live node.
+    fn read(&mut self, reader: usize) {
+        let live = (0..self.nodes.len()).filter(|i| self.nodes[*i].core.is_some());
+        let Some(node) = live.choose(&mut self.readers.rng) else {
+            return;
+        };
+        let n = &self.nodes[node];
+        let head = n.core.as_ref().expect("live").durable().clone();
+        self.readers
+            .hop(reader, node, &n.store, &head, &mut self.report.violations);
+    }
+
     // ---- the end ----------------------------------------------------------
 
     fn finish(mut self) -> Report {
@@ -1116,6 +1145,15 @@ impl<'c> World<'c> {
         if let Some((_, heads)) = &reference {
             format!("{heads:?}").hash(&mut self.trace);
         }
+        // Every reader, caught up at the first live node, saw each change once.
+        if let Some(i) = (0..n).find(|i| self.nodes[*i].core.is_some()) {
+            let head = self.nodes[i].core.as_ref().expect("live").durable().clone();
+            self.readers
+                .finish(i, &self.nodes[i].store, &head, &mut violations);
+        }
+        self.report.reader_hops = self.readers.hops;
+        self.report.reader_ahead_hops = self.readers.ahead_hops;
+        self.report.reader_events = self.readers.events;
         // Every acknowledged write, readable everywhere with its body.
         let ids: Vec<NodeId> = self.nodes.iter().map(|x| x.id).collect();
         for i in 0..n {
