@@ -484,6 +484,12 @@ async fn produce(
     let _open = Open(metrics.event_streams.clone());
     let stall = state.events.stall;
     let mut status = state.core_status.clone();
+    // The node is stopping once the network actor has gone (it drops its
+    // status sender): end the stream then, or the open response would hold
+    // the HTTP server's graceful shutdown, and the node, forever.
+    let mut net = state.net_status.clone();
+    let stopping = async move { while net.changed().await.is_ok() {} };
+    tokio::pin!(stopping);
     let head = status.borrow_and_update().version_vector.clone();
     let live_only = from.is_none();
     let mut cursor = Cursor::new(from.unwrap_or_else(|| head.clone()), filter);
@@ -581,6 +587,7 @@ async fn produce(
             tokio::select! {
                 changed = status.changed() => changed.map_err(|_| End::Stopped)?,
                 () = tx.closed() => return Err(End::Gone),
+                () = &mut stopping => return Err(End::Stopped),
             }
         }
     };
