@@ -49,7 +49,8 @@ async fn wait_live(page: &Page, what: &str) {
 /// page without a reload; B restarts on the same HTTP port while a post is
 /// made on A, and B's still-open page shows it once B is back (the event
 /// stream resumed from its token); an edit and a delete made on A show on
-/// B's page in place; B's permalink page shows the edited post.
+/// B's page in place; the same after B crashes; B's permalink page shows
+/// the edited post.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_follows_posts_edits_and_deletes_live_across_nodes_and_a_restart() {
     let test = "the_page_follows_posts_edits_and_deletes_live_across_nodes_and_a_restart";
@@ -198,6 +199,29 @@ async fn the_page_follows_posts_edits_and_deletes_live_across_nodes_and_a_restar
     assert_eq!(
         page_b.run("window.hearsayTestMark").await,
         Value::String("no reload".into())
+    );
+
+    // B crashes (SIGKILL) and comes back: the same page resumes again.
+    b.kill();
+    page_b
+        .wait_for(
+            STEP,
+            "B's page shows the lost connection after the crash",
+            "document.getElementById('conn').dataset.state === 'reconnecting'",
+        )
+        .await;
+    let after_crash = a.create_post("posted on A while B was crashed").await;
+    b.restart_same_http().await;
+    let shown = page_b
+        .wait_for(
+            STEP,
+            "B's open page shows the post made while B was crashed",
+            &shown_body(&after_crash),
+        )
+        .await;
+    assert_eq!(
+        shown,
+        Value::String("posted on A while B was crashed".into())
     );
 
     // The permalink page on B shows that one post.

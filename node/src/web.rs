@@ -162,6 +162,8 @@ mod tests {
                 http: "127.0.0.1:8080".into(),
                 started: Instant::now(),
             }),
+            log: Arc::new(crate::store::MemoryStore::default()),
+            events: Default::default(),
         };
         router(state)
     }
@@ -184,7 +186,7 @@ mod tests {
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
-    fn header<'a>(response: &'a Response, name: header::HeaderName) -> &'a str {
+    fn header(response: &Response, name: header::HeaderName) -> &str {
         response
             .headers()
             .get(&name)
