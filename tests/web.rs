@@ -307,3 +307,46 @@ async fn the_mesh_shows_linked_peers_with_rtt_and_revision() {
     })
     .await;
 }
+
+/// An open event stream (every open page holds one) does not hold a node's
+/// graceful stop: SIGTERM ends the stream and the node exits promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_an_open_event_stream_stops_promptly() {
+    let mut node = TestNode::start("stream", &[]).await;
+    let token = node.stats().await["token"]
+        .as_str()
+        .expect("stats token")
+        .to_owned();
+    let mut stream = node
+        .http()
+        .get(node.url(&format!("/api/v0/events?from={token}")))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .expect("opening the event stream");
+    assert_eq!(stream.status(), 200);
+    let first = tokio::time::timeout(STEP, stream.chunk())
+        .await
+        .expect("a first chunk in time")
+        .expect("reading the stream");
+    assert!(first.is_some(), "the stream ended at once");
+
+    let started = std::time::Instant::now();
+    let status = node.stop().await;
+    assert!(status.success(), "stopped with {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the stop took {:?}",
+        started.elapsed()
+    );
+    // The stream ended with the node.
+    let rest = tokio::time::timeout(STEP, async {
+        let mut chunks = 0;
+        while let Ok(Some(_)) = stream.chunk().await {
+            chunks += 1;
+            assert!(chunks < 10_000, "the stream goes on after the stop");
+        }
+    })
+    .await;
+    assert!(rest.is_ok(), "the stream still open after the node stopped");
+}
