@@ -222,7 +222,7 @@ pub struct PeerSeen {
     /// request: how far it had got then.
     pub revision: Option<u64>,
     /// The address of the current link first, then the listen addresses
-    /// the peer announced (at most [`MAX_ADDRS_PER_PEER`] in all).
+    /// the peer announced (at most `MAX_ADDRS_PER_PEER`, 8, in all).
     pub addrs: Vec<Multiaddr>,
 }
 

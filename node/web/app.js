@@ -469,6 +469,7 @@
   function renderMesh(mesh) {
     const me = mesh.self;
     $('node-label').textContent = `${me.region} · ${shortId(me.peer_id)}`;
+    if (!permalink) document.title = `hearsay · ${me.region}`;
     $('node-label').title = me.peer_id;
     const self = $('mesh-self');
     self.replaceChildren();
