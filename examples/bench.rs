@@ -4,6 +4,7 @@
 //! cargo build --release -p hearsay-cli
 //! cargo run --release --example bench -- replication [--rate 50] [--secs 20] [--link-delay-ms 0]
 //! cargo run --release --example bench -- writes [--secs 10] [--clients 1,16,64]
+//! cargo run --release --example bench -- events [--posts 5000] [--rate 50] [--secs 20]
 //! ```
 //!
 //! `replication`: a chain A–B–C (B joins A, C joins B, discovery off so the
@@ -18,6 +19,13 @@
 //!
 //! `writes`: one node; N concurrent clients POST for a fixed time; reports
 //! acknowledged writes per second and the latency distribution, per N.
+//!
+//! `events`: two nodes A–B. Replay: `--posts` posts at A, then one stream
+//! `from=start` at A read to its `ready` event, against paging the same posts
+//! with `GET /api/v0/p?limit=500` (the baseline, same run). Live: streams at
+//! A and at B follow the head while a client posts at A at `--rate` for
+//! `--secs`; reports the delay from A's acknowledgement to the event at A
+//! (the stream's own cost) and at B (replication plus the stream).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -329,14 +337,140 @@ async fn writes(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads `stream` until `ready`, counting post events.
+async fn until_ready(stream: &mut hearsay_node::client::EventStream) -> anyhow::Result<usize> {
+    let mut posts = 0;
+    while let Some(e) = stream.next().await? {
+        match e.event.as_str() {
+            "post" => posts += 1,
+            "ready" => return Ok(posts),
+            _ => {}
+        }
+    }
+    bail!("stream ended before ready")
+}
+
+async fn events(args: &[String]) -> anyhow::Result<()> {
+    let posts: usize = arg(args, "--posts", "5000").parse()?;
+    let rate: f64 = arg(args, "--rate", "50").parse()?;
+    let secs: f64 = arg(args, "--secs", "20").parse()?;
+    let dir = tempfile::tempdir()?;
+    let (a_proc, a) = start(dir.path(), "a", None).await?;
+    let a_addr = a_proc.announcement().addr("tcp").context("tcp address")?;
+    let (_b_proc, b) = start(dir.path(), "b", Some(&a_addr)).await?;
+    wait_peers(&[&a, &b]).await?;
+
+    // Replay.
+    let writers = 16;
+    let per = posts.div_ceil(writers);
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                a.create_post(Some("bench"), &format!("replay {w}/{i}"), None)
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let total = per * writers;
+    let started = Instant::now();
+    let mut stream = a.events(Some("start"), &[]).await?;
+    let streamed = until_ready(&mut stream).await?;
+    let stream_s = started.elapsed().as_secs_f64();
+    drop(stream);
+    let started = Instant::now();
+    let mut paged = 0;
+    let mut before: Option<String> = None;
+    loop {
+        let page = a.posts(500, before.as_deref()).await?;
+        paged += page.len();
+        match page.last() {
+            Some(p) => before = Some(p.id.to_string()),
+            None => break,
+        }
+    }
+    let page_s = started.elapsed().as_secs_f64();
+    println!("replay of {total} posts at one node:");
+    println!("| read | posts | seconds | posts/s |");
+    println!("|---|---|---|---|");
+    println!(
+        "| event stream from=start to `ready` | {streamed} | {stream_s:.2} | {:.0} |",
+        streamed as f64 / stream_s
+    );
+    println!(
+        "| GET /api/v0/p, pages of 500 (baseline) | {paged} | {page_s:.2} | {:.0} |",
+        paged as f64 / page_s
+    );
+
+    // Live.
+    let seen: Arc<Mutex<HashMap<(char, String), Instant>>> = Arc::default();
+    let mut readers = Vec::new();
+    for (name, client) in [('a', a.clone()), ('b', b.clone())] {
+        let mut stream = client.events(None, &[("kind", "post")]).await?;
+        until_ready(&mut stream).await?;
+        let seen = seen.clone();
+        readers.push(tokio::spawn(async move {
+            while let Ok(Some(e)) = stream.next().await {
+                if e.event == "post"
+                    && let Some(id) = e.json()["post"]["id"].as_str()
+                {
+                    seen.lock()
+                        .await
+                        .insert((name, id.to_owned()), Instant::now());
+                }
+            }
+        }));
+    }
+    let mut acked: Vec<(String, Instant)> = Vec::new();
+    let n = (rate * secs) as usize;
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let start_at = Instant::now();
+    for i in 0..n {
+        tokio::time::sleep_until((start_at + period * i as u32).into()).await;
+        let post = a
+            .create_post(Some("bench"), &format!("live {i}"), None)
+            .await?;
+        acked.push((post.id.to_string(), Instant::now()));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = seen.lock().await;
+    let mut missing = 0;
+    let mut delays = (Vec::new(), Vec::new());
+    for (id, at) in &acked {
+        for (name, out) in [('a', &mut delays.0), ('b', &mut delays.1)] {
+            match seen.get(&(name, id.clone())) {
+                Some(t) => out.push(t.saturating_duration_since(*at).as_secs_f64() * 1e3),
+                None => missing += 1,
+            }
+        }
+    }
+    println!("\nlive: {n} posts at A, {rate}/s; delay from A's acknowledgement to the event (ms):");
+    println!("{}", summary("stream at A (same node)", delays.0));
+    println!("{}", summary("stream at B (one hop)", delays.1));
+    if missing > 0 {
+        bail!("{missing} events never arrived");
+    }
+    for r in readers {
+        r.abort();
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("replication") => replication(&args).await,
         Some("writes") => writes(&args).await,
+        Some("events") => events(&args).await,
         _ => bail!(
-            "usage: bench replication [--rate N] [--secs S] | bench writes [--secs S] [--clients 1,16,64]"
+            "usage: bench replication [--rate N] [--secs S] | bench writes [--secs S] [--clients 1,16,64] \
+             | bench events [--posts N] [--rate N] [--secs S]"
         ),
     }
 }

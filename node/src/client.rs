@@ -436,6 +436,8 @@ pub struct EventStream {
     url: String,
     response: reqwest::Response,
     buf: Vec<u8>,
+    /// Bytes of `buf` already parsed.
+    read: usize,
     id: Option<String>,
     event: Option<String>,
     data: Option<String>,
@@ -453,17 +455,21 @@ impl EventStream {
     /// The next event; `None` when the server ended the stream.
     pub async fn next(&mut self) -> Result<Option<StreamEvent>, ClientError> {
         loop {
-            while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-                line.pop();
+            // Lines are taken from `read` on; the buffer is compacted once
+            // per chunk, not once per line.
+            while let Some(len) = self.buf[self.read..].iter().position(|b| *b == b'\n') {
+                let mut line = &self.buf[self.read..self.read + len];
+                self.read += len + 1;
                 if line.last() == Some(&b'\r') {
-                    line.pop();
+                    line = &line[..line.len() - 1];
                 }
-                let line = String::from_utf8_lossy(&line).into_owned();
+                let line = String::from_utf8_lossy(line).into_owned();
                 if let Some(event) = self.line(&line) {
                     return Ok(Some(event));
                 }
             }
+            self.buf.drain(..self.read);
+            self.read = 0;
             if self.buf.len() > MAX_SSE_LINE {
                 return Err(ClientError::Malformed {
                     url: self.url.clone(),
@@ -573,6 +579,7 @@ impl Client {
             url,
             response,
             buf: Vec::new(),
+            read: 0,
             id: None,
             event: None,
             data: None,

@@ -56,7 +56,7 @@ use crate::store::{PageLimit, Store, StoreResult};
 use crate::tokens::parse_token;
 
 /// Deltas read from the log per pass.
-const PAGE_DELTAS: usize = 256;
+const PAGE_DELTAS: usize = 1024;
 /// Bytes read from the log per pass.
 const PAGE_BYTES: usize = 1 << 20;
 /// What browsers wait before reconnecting a dropped stream.
