@@ -5,7 +5,10 @@
 // posts are listed, then the event stream is opened from it: every change
 // after the token is replayed, so nothing can fall between the list and the
 // stream (a change the list already shows only updates its card; events
-// carry the whole current post, so applying one twice is harmless).
+// carry the whole current post, so applying one twice is harmless). The
+// list's own X-Hearsay-Token is not used: it is stamped once the read has
+// been answered, so it can cover a change that landed in between and that
+// the list does not show.
 // The browser resumes a dropped stream by itself with Last-Event-Id; when it
 // gives up (an error answer while the node restarts), the page reopens the
 // stream from the last token it saw. `lagged` reopens from the event's
