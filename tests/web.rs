@@ -350,3 +350,28 @@ async fn a_node_with_an_open_event_stream_stops_promptly() {
     .await;
     assert!(rest.is_ok(), "the stream still open after the node stopped");
 }
+
+/// Regenerates `docs/web.png` (the README's picture) from a running node's
+/// page: `HEARSAY_SCREENSHOT_URL=http://127.0.0.1:8080/ cargo test --test web
+/// -- --ignored docs_screenshot`. A page with an open event stream never lets
+/// `chromium --screenshot --virtual-time-budget` finish, hence DevTools.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run on purpose, against a node with posts and peers"]
+async fn docs_screenshot() {
+    let url = std::env::var("HEARSAY_SCREENSHOT_URL")
+        .expect("HEARSAY_SCREENSHOT_URL: the page to photograph, e.g. http://127.0.0.1:8080/");
+    let browser = Browser::launch().await;
+    let page = browser.new_page("screenshot").await;
+    page.set_viewport(1200, 800).await;
+    page.goto(&url).await;
+    wait_live(&page, "the page").await;
+    page.wait_for(
+        STEP,
+        "the mesh panel is filled",
+        "document.querySelectorAll('#mesh-peers li.peer').length > 0",
+    )
+    .await;
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/web.png");
+    page.screenshot(&out).await;
+    eprintln!("wrote {}", out.display());
+}

@@ -11,9 +11,10 @@
 //! addressed by its session id.
 //!
 //! A [`Page`] navigates, evaluates JavaScript (promises awaited, values
-//! returned as JSON) and waits, bounded, for an expression to turn truthy.
-//! What the pages print to their console, and exceptions they throw, are
-//! kept (bounded) and shown when a wait fails.
+//! returned as JSON), waits, bounded, for an expression to turn truthy, and
+//! takes screenshots. What the pages print to their console, and exceptions
+//! they throw, are kept (bounded) and shown when a wait fails, with a
+//! screenshot of the page.
 //!
 //! The browser's process group is killed when the [`Browser`] is dropped.
 
@@ -486,12 +487,48 @@ impl Page {
             }
             tokio::time::sleep(POLL).await;
         }
+        // What the page showed, kept after the browser's profile is gone.
+        let name: String = self
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let png =
+            std::env::temp_dir().join(format!("hearsay-page-{name}-{}.png", std::process::id()));
+        self.screenshot(&png).await;
         panic!(
             "page {}: timed out after {timeout:?} waiting until {what}\n\
-             expression: {expression}\nlast result: {last:?}\n{}",
+             expression: {expression}\nlast result: {last:?}\nscreenshot: {}\n{}",
             self.name,
+            png.display(),
             self.diagnostics().await
         );
+    }
+}
+
+impl Page {
+    /// Sets the viewport to `width` x `height` CSS pixels, without
+    /// scrollbars.
+    pub async fn set_viewport(&self, width: u32, height: u32) {
+        self.command(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        )
+        .await;
+        self.command("Emulation.setScrollbarsHidden", json!({"hidden": true}))
+            .await;
+    }
+
+    /// Writes a PNG of the viewport to `path` (to look at a failing page).
+    pub async fn screenshot(&self, path: &Path) {
+        use base64::Engine as _;
+        let shot = self
+            .command("Page.captureScreenshot", json!({"format": "png"}))
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("screenshot data"))
+            .expect("screenshot data is base64");
+        std::fs::write(path, png).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     }
 }
 
