@@ -27,6 +27,10 @@ pub const CONFIG_FILE: &str = "hearsay.toml";
 /// Prefix of the environment variable of every key.
 pub const ENV_PREFIX: &str = "HEARSAY_";
 
+/// Largest `client_queue`: a queue deeper than this only turns overload
+/// into latency (and memory) instead of a prompt 503 SLOWDOWN.
+pub const MAX_CLIENT_QUEUE: usize = 1 << 16;
+
 /// A configuration error, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -168,6 +172,13 @@ pub const KEYS: &[Key] = &[
         help: "Document snapshot (checkpoint) period in milliseconds",
         example: "5000",
     },
+    Key {
+        name: "client_queue",
+        kind: Kind::Number,
+        value_name: "N",
+        help: "Client requests (HTTP) queued for the core at most; beyond it the API answers 503 SLOWDOWN",
+        example: "64",
+    },
 ];
 
 impl Key {
@@ -215,6 +226,10 @@ pub struct Config {
     pub cache_docs: usize,
     /// Checkpoint (document snapshot) period in milliseconds.
     pub checkpoint_interval_ms: u64,
+    /// Capacity of the client queue (HTTP requests waiting for the core).
+    /// When it is full the API answers 503 SLOWDOWN at once rather than
+    /// letting latency grow without bound; peers have their own queue.
+    pub client_queue: usize,
 }
 
 impl Default for Config {
@@ -233,6 +248,7 @@ impl Default for Config {
             max_connections: 128,
             cache_docs: 4096,
             checkpoint_interval_ms: 10_000,
+            client_queue: crate::core::CLIENT_QUEUE,
         }
     }
 }
@@ -251,6 +267,7 @@ pub struct Settings {
     pub max_connections: u32,
     pub cache_docs: usize,
     pub checkpoint_interval: Duration,
+    pub client_queue: usize,
 }
 
 fn multiaddrs(key: &'static str, list: &[String]) -> Result<Vec<Multiaddr>, ConfigError> {
@@ -377,6 +394,12 @@ impl Config {
         if self.cache_docs < 16 {
             return Err(invalid("cache_docs", "must be at least 16"));
         }
+        if !(1..=MAX_CLIENT_QUEUE).contains(&self.client_queue) {
+            return Err(invalid(
+                "client_queue",
+                format!("must be from 1 to {MAX_CLIENT_QUEUE}"),
+            ));
+        }
         Ok(Settings {
             data_dir: data_dir.to_path_buf(),
             listen,
@@ -389,6 +412,7 @@ impl Config {
             max_connections: self.max_connections,
             cache_docs: self.cache_docs,
             checkpoint_interval: Duration::from_millis(self.checkpoint_interval_ms),
+            client_queue: self.client_queue,
         })
     }
 }
@@ -420,6 +444,11 @@ mod tests {
                 Box::new(|c| c.join = vec!["/ip4/127.0.0.1/tcp/1".into()]),
             ),
             ("sync_interval_ms", Box::new(|c| c.sync_interval_ms = 0)),
+            ("client_queue", Box::new(|c| c.client_queue = 0)),
+            (
+                "client_queue",
+                Box::new(|c| c.client_queue = MAX_CLIENT_QUEUE + 1),
+            ),
         ];
         for (key, break_it) in cases {
             let mut c = Config::default();
