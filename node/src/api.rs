@@ -473,3 +473,6 @@ async fn delete_post(State(state): State<ApiState>, Path(id): Path<String>) -> A
     .await?;
     Ok(acked(ack))
 }
+
+#[cfg(test)]
+mod tests;

@@ -423,3 +423,57 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: StatusCode, json: Value) -> Answer {
+        Answer {
+            url: "http://node/api/v0/p".into(),
+            status,
+            json,
+            token: None,
+        }
+    }
+
+    #[test]
+    fn a_slowdown_answer_is_its_own_error() {
+        let e = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "SLOWDOWN", "retry_after_ms": 420,
+                   "error": "node overloaded, retry in 420 ms", "body": null}),
+        )
+        .ok_body()
+        .unwrap_err();
+        assert!(matches!(e, ClientError::SlowDown { .. }), "{e:?}");
+        assert_eq!(e.retry_after_ms(), Some(420));
+        assert_eq!(e.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(e.message(), Some("node overloaded, retry in 420 ms"));
+        assert_eq!(
+            e.to_string(),
+            "http://node/api/v0/p: node overloaded, retry in 420 ms"
+        );
+        // Without a hint, a default wait.
+        let e = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "SLOWDOWN"}),
+        )
+        .ok_body()
+        .unwrap_err();
+        assert_eq!(e.retry_after_ms(), Some(DEFAULT_RETRY_AFTER_MS));
+    }
+
+    #[test]
+    fn other_unavailability_stays_a_refusal() {
+        let e = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "ERROR", "error": "node is shutting down", "body": null}),
+        )
+        .ok_body()
+        .unwrap_err();
+        assert!(matches!(e, ClientError::Refused { .. }), "{e:?}");
+        assert_eq!(e.retry_after_ms(), None);
+        assert_eq!(e.message(), Some("node is shutting down"));
+    }
+}
