@@ -105,7 +105,7 @@ async fn the_newest_64_by_default_and_before_pages_without_gap_or_repeat() {
     let unique: HashSet<&String> = pages.iter().collect();
     assert_eq!(unique.len(), 150);
 
-    // `before` an id the node never saw pages from where it would sit.
+    // `before` any listed id: everything older, and nothing else.
     let middle = &newest_first[100];
     let after_middle = listing(&node, &format!("/api/v0/p?limit=500&before={middle}")).await;
     assert_eq!(after_middle, newest_first[101..]);
