@@ -15,6 +15,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flags::NodeFlags;
 use hearsay_node::Config;
+use hearsay_node::client::ClientError;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -136,11 +137,18 @@ async fn main() -> anyhow::Result<()> {
             reply_to,
             text,
         } => {
-            let post = node
+            let created = node
                 .client()
                 .create_post(author.as_deref(), &text, reply_to.as_deref())
-                .await?;
-            client::print(&post);
+                .await;
+            match created {
+                Ok(post) => client::print(&post),
+                // Nothing was stored: say so plainly, with the wait asked for.
+                Err(ClientError::SlowDown { retry_after_ms, .. }) => {
+                    anyhow::bail!("node overloaded, retry in {retry_after_ms} ms")
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Cmd::Get { node, id } => match node.client().post(&id).await? {
             Some(found) => client::print(&found),

@@ -2,8 +2,12 @@
 //! `{"status": "OK", "body": ...}` or `{"status": "ERROR", "error": "...", "body": null}`.
 //!
 //! Handlers never touch documents or sled: they send a command to the core
-//! and await its answer. A full core queue answers 503 with `Retry-After`,
-//! bad input answers 4xx naming the field, and nothing partial is stored.
+//! and await its answer. A full core queue answers 503 with
+//! `{"status": "SLOWDOWN", "retry_after_ms": N, "error": "..."}` and a
+//! `Retry-After` header (whole seconds, rounded up): the request never
+//! reached the core, so nothing of it is stored. Other 503s (store failed,
+//! shutting down) stay `ERROR`s. Bad input answers 4xx naming the field, and
+//! nothing partial is stored.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +33,10 @@ pub const DEFAULT_LIMIT: usize = 64;
 pub const MAX_LIMIT: usize = 500;
 /// Largest request body accepted.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Least wait an overloaded node asks for (`retry_after_ms`); a random
+/// share of it again is added, so refused clients do not all come back at
+/// the same instant.
+pub const OVERLOAD_RETRY_MS: u64 = 250;
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
@@ -48,6 +56,9 @@ pub struct ApiState {
 #[derive(Debug)]
 pub struct NodeInfo {
     pub peer_id: String,
+    /// The address the HTTP API listens on (the base URL of links when a
+    /// request names no `Host`).
+    pub http: std::net::SocketAddr,
     pub region: String,
     pub geo: Option<hearsay_topology::Geo>,
     pub started: Instant,
@@ -58,20 +69,39 @@ pub struct NodeInfo {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Set for an overload refusal only: answered as `SLOWDOWN` with this
+    /// hint instead of as an `ERROR`.
+    retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
-    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
+            status,
             message: message.into(),
+            retry_after_ms: None,
         }
     }
 
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
     fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
+    /// The node is overloaded (its client queue is full): 503 `SLOWDOWN`,
+    /// retry after `retry_after_ms`.
+    fn slow_down(retry_after_ms: u64) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            message: message.into(),
+            message: format!("node overloaded, retry in {retry_after_ms} ms"),
+            retry_after_ms: Some(retry_after_ms),
         }
     }
 }
@@ -84,15 +114,27 @@ impl From<CoreError> for ApiError {
             CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             CoreError::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        ApiError {
-            status,
-            message: e.to_string(),
-        }
+        ApiError::new(status, e.to_string())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(ms) = self.retry_after_ms {
+            let body = json!({
+                "status": "SLOWDOWN",
+                "retry_after_ms": ms,
+                "error": self.message,
+                "body": null,
+            });
+            let seconds = ms.div_ceil(1000).max(1);
+            return (
+                self.status,
+                [(header::RETRY_AFTER, seconds.to_string())],
+                Json(body),
+            )
+                .into_response();
+        }
         let mut response = (
             self.status,
             Json(json!({"status": "ERROR", "error": self.message, "body": null})),
@@ -141,17 +183,17 @@ pub fn router(state: ApiState) -> Router {
             get(get_post).patch(edit_post).delete(delete_post),
         )
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            ApiError {
-                status: StatusCode::NOT_FOUND,
-                message: "no such route".into(),
-            }
-        })
+        .route("/api/v0/feed.atom", get(crate::feeds::public_feed))
+        .route(
+            "/api/v0/users/{name}/feed.atom",
+            get(crate::feeds::user_feed),
+        )
+        .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError {
-                status: StatusCode::METHOD_NOT_ALLOWED,
-                message: "method not allowed on this route".into(),
-            }
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
         })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -175,6 +217,8 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
         Some("/api/v0/events") => "/api/v0/events",
         Some("/api/v0/p") => "/api/v0/p",
         Some("/api/v0/p/{id}") => "/api/v0/p/{id}",
+        Some("/api/v0/feed.atom") => "/api/v0/feed.atom",
+        Some("/api/v0/users/{name}/feed.atom") => "/api/v0/users/{name}/feed.atom",
         Some("/metrics") => "/metrics",
         _ => "other",
     };
@@ -217,11 +261,12 @@ async fn envelope_errors(request: Request, next: Next) -> Response {
     } else {
         message
     };
-    ApiError { status, message }.into_response()
+    ApiError::new(status, message).into_response()
 }
 
-/// Sends a command to the core and awaits the answer.
-async fn ask<T>(
+/// Sends a command to the core and awaits the answer. A full client queue
+/// refuses at once with 503 `SLOWDOWN`: the command never reaches the core.
+pub(crate) async fn ask<T>(
     state: &ApiState,
     make: impl FnOnce(Reply<T>) -> ClientCommand,
 ) -> Result<T, ApiError> {
@@ -229,7 +274,8 @@ async fn ask<T>(
     state.core.try_send(make(reply)).map_err(|e| match e {
         mpsc::error::TrySendError::Full(_) => {
             state.metrics.overload_rejections.inc();
-            ApiError::unavailable("node overloaded, retry shortly")
+            let jitter = rand::random_range(0..=OVERLOAD_RETRY_MS);
+            ApiError::slow_down(OVERLOAD_RETRY_MS + jitter)
         }
         mpsc::error::TrySendError::Closed(_) => ApiError::unavailable("node is shutting down"),
     })?;
@@ -385,10 +431,7 @@ async fn get_post(State(state): State<ApiState>, Path(id): Path<String>) -> ApiR
     let id = parse_id("id", &id)?;
     match ask(&state, |reply| ClientCommand::GetPost { id, reply }).await? {
         Some(found) => Ok(ok(found)),
-        None => Err(ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: format!("no post {id}"),
-        }),
+        None => Err(ApiError::not_found(format!("no post {id}"))),
     }
 }
 
@@ -435,3 +478,6 @@ async fn delete_post(State(state): State<ApiState>, Path(id): Path<String>) -> A
     .await?;
     Ok(acked(ack))
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,8 @@
 //! through [`Client`]. Each route has a typed method; an answer that is not
 //! `200 {"status": "OK"}` becomes a [`ClientError`] that keeps the HTTP status
 //! and the server's message, so callers (and tests) can tell a refusal (4xx,
-//! 503) from a transport failure or a malformed answer. For requests the
+//! 503), an overloaded node ([`ClientError::SlowDown`], with how long to wait)
+//! and a transport failure or a malformed answer apart. For requests the
 //! typed methods cannot express (bad input, on purpose), [`Client::get_raw`]
 //! and [`Client::send`] return the status and the JSON as they came.
 //!
@@ -31,6 +32,8 @@ use serde_json::{Value, json};
 
 /// Timeout of one request made by [`Client::new`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The wait assumed when a `SLOWDOWN` answer names none.
+const DEFAULT_RETRY_AFTER_MS: u64 = 1000;
 
 /// Why a request did not produce the answer asked for.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,14 @@ pub enum ClientError {
         status: StatusCode,
         message: String,
     },
+    /// The node is overloaded (503 `SLOWDOWN`): nothing of the request was
+    /// stored; retry after `retry_after_ms`.
+    #[error("{url}: node overloaded, retry in {retry_after_ms} ms")]
+    SlowDown {
+        url: String,
+        retry_after_ms: u64,
+        message: String,
+    },
     /// The node answered something that is not the envelope expected.
     #[error("{url}: HTTP {status}: not a hearsay answer: {why}")]
     Malformed {
@@ -67,13 +78,25 @@ impl ClientError {
             ClientError::Refused { status, .. } | ClientError::Malformed { status, .. } => {
                 Some(*status)
             }
+            ClientError::SlowDown { .. } => Some(StatusCode::SERVICE_UNAVAILABLE),
         }
     }
 
     /// The server's error message, for a refusal.
     pub fn message(&self) -> Option<&str> {
         match self {
-            ClientError::Refused { message, .. } => Some(message),
+            ClientError::Refused { message, .. } | ClientError::SlowDown { message, .. } => {
+                Some(message)
+            }
+            _ => None,
+        }
+    }
+
+    /// How long the node asked to wait before retrying, when it refused
+    /// because it is overloaded.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            ClientError::SlowDown { retry_after_ms, .. } => Some(*retry_after_ms),
             _ => None,
         }
     }
@@ -109,9 +132,24 @@ impl Answer {
         }
     }
 
-    /// The error an answer other than `200 OK` is: a refusal when the node
-    /// answered an error status or an error envelope, else malformed.
+    /// The error an answer other than `200 OK` is: [`ClientError::SlowDown`]
+    /// for a 503 `SLOWDOWN`, a refusal when the node answered an error
+    /// status or an error envelope, else malformed.
     fn into_error(self) -> ClientError {
+        if self.status == StatusCode::SERVICE_UNAVAILABLE && self.json["status"] == "SLOWDOWN" {
+            let retry_after_ms = self.json["retry_after_ms"]
+                .as_u64()
+                .unwrap_or(DEFAULT_RETRY_AFTER_MS);
+            let message = self.json["error"]
+                .as_str()
+                .unwrap_or("node overloaded")
+                .to_owned();
+            return ClientError::SlowDown {
+                url: self.url,
+                retry_after_ms,
+                message,
+            };
+        }
         if self.json["status"] == "ERROR" || !self.status.is_success() {
             let message = match self.json["error"].as_str() {
                 Some(m) => m.to_owned(),
@@ -579,5 +617,59 @@ impl Client {
             last_id: from.map(str::to_owned),
             comments: 0,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: StatusCode, json: Value) -> Answer {
+        Answer {
+            url: "http://node/api/v0/p".into(),
+            status,
+            json,
+            token: None,
+        }
+    }
+
+    #[test]
+    fn a_slowdown_answer_is_its_own_error() {
+        let e = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "SLOWDOWN", "retry_after_ms": 420,
+                   "error": "node overloaded, retry in 420 ms", "body": null}),
+        )
+        .ok_body()
+        .unwrap_err();
+        assert!(matches!(e, ClientError::SlowDown { .. }), "{e:?}");
+        assert_eq!(e.retry_after_ms(), Some(420));
+        assert_eq!(e.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(e.message(), Some("node overloaded, retry in 420 ms"));
+        assert_eq!(
+            e.to_string(),
+            "http://node/api/v0/p: node overloaded, retry in 420 ms"
+        );
+        // Without a hint, a default wait.
+        let e = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "SLOWDOWN"}),
+        )
+        .ok_body()
+        .unwrap_err();
+        assert_eq!(e.retry_after_ms(), Some(DEFAULT_RETRY_AFTER_MS));
+    }
+
+    #[test]
+    fn other_unavailability_stays_a_refusal() {
+        let e = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "ERROR", "error": "node is shutting down", "body": null}),
+        )
+        .ok_body()
+        .unwrap_err();
+        assert!(matches!(e, ClientError::Refused { .. }), "{e:?}");
+        assert_eq!(e.retry_after_ms(), None);
+        assert_eq!(e.message(), Some("node is shutting down"));
     }
 }

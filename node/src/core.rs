@@ -51,7 +51,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::metrics::{Metrics, Source, SourceLabels};
 use crate::store::{PageLimit, Store, StoreDocs};
 
-/// Capacity of the client queue (HTTP API); beyond it the API answers 503.
+/// Default capacity of the client queue (HTTP API; config key
+/// `client_queue`); beyond it the API answers 503 SLOWDOWN.
 pub const CLIENT_QUEUE: usize = 1024;
 /// Capacity of the peer queue (network); beyond it a message is ignored and
 /// left to anti-entropy.

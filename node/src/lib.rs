@@ -7,7 +7,8 @@
 //!   async reactor; writes are made durable in groups (one flush per batch).
 //! - [`net`]: one task owning the libp2p swarm: gossipsub push, request-response
 //!   anti-entropy, identify, ping, kad discovery, join redials.
-//! - [`api`]: the axum HTTP API, which talks to the core by command.
+//! - [`api`]: the axum HTTP API, which talks to the core by command
+//!   ([`feeds`]: its Atom feeds).
 //!
 //! [`node::run`] wires them together from validated [`config::Settings`].
 //!
@@ -20,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod events;
+pub mod feeds;
 pub mod launch;
 pub mod metrics;
 pub mod net;

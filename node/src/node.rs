@@ -15,9 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, ApiState, NodeInfo};
 use crate::config::Settings;
-use crate::core::{
-    CLIENT_QUEUE, ClientCommand, CoreConfig, CoreError, CoreState, PEER_QUEUE, Queues, run_core,
-};
+use crate::core::{ClientCommand, CoreConfig, CoreError, CoreState, PEER_QUEUE, Queues, run_core};
 use crate::metrics::Metrics;
 use crate::net::{self, Announce, NetParts};
 use crate::store::SledStore;
@@ -84,7 +82,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     };
     let store = core.store().clone();
     let log: crate::events::Log = Arc::new(store.clone());
-    let (client_tx, client_rx) = mpsc::channel(CLIENT_QUEUE);
+    let (client_tx, client_rx) = mpsc::channel(settings.client_queue);
     let (peer_tx, peer_rx) = mpsc::channel(PEER_QUEUE);
     let (event_tx, event_rx) = mpsc::channel(CORE_EVENTS);
     let (core_status_tx, core_status) = watch::channel(core.status());
@@ -164,6 +162,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         metrics,
         info: Arc::new(NodeInfo {
             peer_id: peer_id.to_string(),
+            http: http_addr,
             region: settings.region.clone(),
             geo: settings.geo,
             started: Instant::now(),
