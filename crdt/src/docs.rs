@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::identity::verify;
-use crate::signing::PostSignature;
 use crate::ids::{NodeId, PostId, UserName, hex, unhex};
+use crate::signing::PostSignature;
 
 /// Longest post body, in characters (Unicode scalar values).
 pub const MAX_BODY_CHARS: usize = 4096;

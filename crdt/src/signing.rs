@@ -101,7 +101,11 @@ pub fn verify_registration(
     display_name: Option<&str>,
     signature: &[u8; 64],
 ) -> bool {
-    verify(key, &registration_message(name, key, display_name), signature)
+    verify(
+        key,
+        &registration_message(name, key, display_name),
+        signature,
+    )
 }
 
 /// An action a user signs, with the time they signed it (`at_ms`).
@@ -312,8 +316,16 @@ mod tests {
         // Length prefixes keep field boundaries: "ab"+"c" is not "a"+"bc".
         let (a, bc, ab, c) = (name("a"), name("bc"), name("ab"), name("c"));
         assert_ne!(
-            Action::Follow { user: &a, whom: &bc }.message(T),
-            Action::Follow { user: &ab, whom: &c }.message(T)
+            Action::Follow {
+                user: &a,
+                whom: &bc
+            }
+            .message(T),
+            Action::Follow {
+                user: &ab,
+                whom: &c
+            }
+            .message(T)
         );
     }
 

@@ -115,7 +115,11 @@ fn pages_of_a_home_timeline_have_no_duplicates_or_gaps() {
             .iter()
             .all(|p| p.author != name("bob"))
     );
-    assert!(r.home_timeline(&name("nobody"), 10, None).unwrap().is_empty());
+    assert!(
+        r.home_timeline(&name("nobody"), 10, None)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]

@@ -9,6 +9,9 @@
 //!   anti-entropy, identify, ping, kad discovery, join redials.
 //! - [`api`]: the axum HTTP API, which talks to the core by command.
 //!
+//! Users: [`names`] binds user names to keys (the [`names::NameRegistry`]
+//! trait), and [`signed`] holds the rules for writes signed by user keys.
+//!
 //! [`node::run`] wires them together from validated [`config::Settings`].
 //!
 //! Around a node: [`client`] is the typed client of its HTTP API, and
@@ -21,8 +24,10 @@ pub mod config;
 pub mod core;
 pub mod launch;
 pub mod metrics;
+pub mod names;
 pub mod net;
 pub mod node;
+pub mod signed;
 pub mod store;
 pub mod tokens;
 
