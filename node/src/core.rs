@@ -551,44 +551,57 @@ impl<S: Store> CoreState<S> {
                     }
                 };
                 self.check_proof(&action, &key, &proof, now_ms)?;
-                let delta = if follow {
-                    self.replica.follow(&user, &whom, now_ms)?
-                } else {
-                    self.replica.unfollow(&user, &whom, now_ms)?
-                };
                 used = Some(proof);
-                (Written::Profile(self.replica.profile(&user)?), vec![delta])
+                self.set_follow(&user, &whom, follow, now_ms)?
             }
             Write::ClaimName { user, key } => {
                 let profile = self.replica.profile(&user)?;
                 if profile.public_key.is_some() {
                     // Held already (by this key or another): nothing to write.
-                    return Ok(Written::Profile(profile));
+                    (Written::Profile(profile), Vec::new())
+                } else {
+                    let delta = self.replica.set_profile(&user, None, Some(key), now_ms)?;
+                    (Written::Profile(self.replica.profile(&user)?), vec![delta])
                 }
-                let delta = self.replica.set_profile(&user, None, Some(key), now_ms)?;
-                (Written::Profile(self.replica.profile(&user)?), vec![delta])
             }
             Write::Follow { user, whom } => {
                 self.require_unregistered(&user, "a follow")?;
-                let delta = self.replica.follow(&user, &whom, now_ms)?;
-                (Written::Profile(self.replica.profile(&user)?), vec![delta])
+                self.set_follow(&user, &whom, true, now_ms)?
             }
             Write::Unfollow { user, whom } => {
                 self.require_unregistered(&user, "an unfollow")?;
-                let delta = self.replica.unfollow(&user, &whom, now_ms)?;
-                (Written::Profile(self.replica.profile(&user)?), vec![delta])
+                self.set_follow(&user, &whom, false, now_ms)?
             }
             Write::SetProfile {
                 user,
                 display_name,
                 public_key,
             } => {
-                let delta =
-                    self.replica
-                        .set_profile(&user, display_name.as_deref(), public_key, now_ms)?;
-                (Written::Profile(self.replica.profile(&user)?), vec![delta])
+                let profile = self.replica.profile(&user)?;
+                let unchanged = (display_name.is_some() || public_key.is_some())
+                    && display_name
+                        .as_ref()
+                        .is_none_or(|d| profile.display_name.as_ref() == Some(d))
+                    && public_key.is_none_or(|k| profile.public_key == Some(k));
+                if unchanged {
+                    (Written::Profile(profile), Vec::new())
+                } else {
+                    let delta = self.replica.set_profile(
+                        &user,
+                        display_name.as_deref(),
+                        public_key,
+                        now_ms,
+                    )?;
+                    (Written::Profile(self.replica.profile(&user)?), vec![delta])
+                }
             }
         };
+        if deltas.is_empty() {
+            // Already so (a follow in place, a profile unchanged, a name
+            // held): nothing to write, nothing to remember. The answer still
+            // waits for the batch's flush, so its token covers what it read.
+            return Ok(written);
+        }
         if let Err(e) = self.store.append(&deltas) {
             let e = CoreError::from(e);
             self.fail(&e);
@@ -619,6 +632,28 @@ impl<S: Store> CoreState<S> {
     fn refused(&self, reason: Refusal, e: CoreError) -> CoreError {
         self.metrics.refuse(reason);
         e
+    }
+
+    /// Follows (`follow`) or unfollows `whom`. Idempotent: a follow already
+    /// in place, or an unfollow of someone not followed, writes nothing and
+    /// answers the profile as it is.
+    fn set_follow(
+        &mut self,
+        user: &UserName,
+        whom: &UserName,
+        follow: bool,
+        now_ms: u64,
+    ) -> Result<(Written, Vec<Delta>), CoreError> {
+        let profile = self.replica.profile(user)?;
+        if user != whom && profile.follows.contains(whom) == follow {
+            return Ok((Written::Profile(profile), Vec::new()));
+        }
+        let delta = if follow {
+            self.replica.follow(user, whom, now_ms)?
+        } else {
+            self.replica.unfollow(user, whom, now_ms)?
+        };
+        Ok((Written::Profile(self.replica.profile(user)?), vec![delta]))
     }
 
     /// The key bound to `user`: the profile's `public_key`, where the name

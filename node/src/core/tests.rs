@@ -831,6 +831,61 @@ mod user_keys {
     }
 
     #[test]
+    fn follows_and_profile_changes_already_in_place_write_nothing() {
+        let (mut core, ann) = with_ann();
+        let bob = |follow| {
+            let (user, whom) = (name("bob"), name("cy"));
+            if follow {
+                Write::Follow { user, whom }
+            } else {
+                Write::Unfollow { user, whom }
+            }
+        };
+        core.write(bob(true), T0).unwrap();
+        let revision = core.version_vector().sum();
+        for write in [
+            bob(true),
+            bob(false),
+            bob(false),
+            bob(true),
+            Write::SetProfile {
+                user: name("ann"),
+                display_name: None,
+                public_key: Some(ann.id()),
+            },
+        ] {
+            core.write(write, T0).unwrap();
+        }
+        // One unfollow and one follow wrote; the repeats and the key already
+        // held did not.
+        assert_eq!(core.version_vector().sum(), revision + 2);
+        let Written::Profile(p) = core.write(bob(true), T0).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.follows, vec![name("cy")]);
+        // A signed follow already in place: verified, nothing written, and
+        // not remembered (sending it again is not a replay).
+        let follow = follow_proof(&ann, true, "bob", T0);
+        core.write(follow.clone(), T0).unwrap();
+        let revision = core.version_vector().sum();
+        let again = follow_proof(&ann, true, "bob", T0 + 1);
+        core.write(again.clone(), T0 + 1).unwrap();
+        core.write(again, T0 + 2).unwrap();
+        assert_eq!(core.version_vector().sum(), revision);
+        // Following oneself stays refused.
+        assert!(
+            core.write(
+                Write::Follow {
+                    user: name("bob"),
+                    whom: name("bob"),
+                },
+                T0
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn a_claim_writes_only_for_a_free_name() {
         let (mut core, ann) = with_ann();
         let revision = core.version_vector().sum();
