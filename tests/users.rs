@@ -203,6 +203,40 @@ async fn signed_posts_verify_on_every_node_and_forgeries_are_refused() {
         let answer = c.post_json("/api/v0/p", &body).await.unwrap();
         assert_error(&answer, StatusCode::BAD_REQUEST, &body.to_string());
     }
+    // Malformed requests on the user routes: 400 with a message.
+    let junk = [
+        ("/api/v0/users", "{nope"),
+        ("/api/v0/users", r#"{"name": "x"}"#),
+        (
+            "/api/v0/users",
+            r#"{"name": "x", "public_key": "00", "signature": "00"}"#,
+        ),
+        ("/api/v0/users/ann/follows/bob", "{nope"),
+        ("/api/v0/users/ann/follows/bob", r#"{"at_ms": 1}"#),
+        (
+            "/api/v0/users/ann/follows/bob",
+            r#"{"at_ms": -1, "signature": "00"}"#,
+        ),
+        ("/api/v0/users/ann/follows/b%20b", ""),
+    ];
+    for (path, body) in junk {
+        let answer = c.post_raw(path, "application/json", body).await.unwrap();
+        assert_error(&answer, StatusCode::BAD_REQUEST, &format!("{path} {body}"));
+    }
+    let answer = c
+        .send(
+            c.http()
+                .delete(c.url(&format!("/api/v0/p/{id}")))
+                .body(r#"{"signature": "00"}"#),
+        )
+        .await
+        .unwrap();
+    assert_error(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "a delete with half a signature",
+    );
+
     // Nothing refused was stored: ann has two posts everywhere.
     wait_until(REPLICATION, "equal version vectors", async || {
         version_vectors_equal(&[&a, &b, &c]).await

@@ -131,8 +131,15 @@ pub struct CoreConfig {
 }
 
 /// A local write.
+///
+/// The unsigned writes are refused where a key must sign (see
+/// [`crate::signed`]): a post under a name with a registered key, an edit or
+/// delete of a signed post, a follow or unfollow by a user with a key. A
+/// follow already in place, an unfollow of someone not followed, a profile
+/// change already made and a claim of a held name write nothing.
 #[derive(Debug, Clone)]
 pub enum Write {
+    /// An unsigned post (the node makes its id).
     CreatePost(NewPost),
     /// Replaces `delete` characters at `pos` of the body with `insert`.
     EditPost {
