@@ -298,7 +298,7 @@ async fn bad_feed_requests_are_refused() {
             "/api/v0/users/ann/feed.atom?limit=-1",
             StatusCode::BAD_REQUEST,
         ),
-        ("/api/v0/users/feed.atom", StatusCode::NOT_FOUND),
+        ("/api/v0/users/ann/feeds.atom", StatusCode::NOT_FOUND),
     ] {
         let answer = node.get(path).await.expect("an answer");
         common::assert_error(&answer, code, path);

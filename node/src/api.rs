@@ -9,6 +9,8 @@
 //! shutting down) stay `ERROR`s. Bad input answers 4xx naming the field, and
 //! nothing partial is stored.
 
+mod users;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,9 +19,9 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use hearsay_crdt::{MAX_BODY_CHARS, NewPost, PostId, UserName};
+use hearsay_crdt::{MAX_BODY_CHARS, NewPost, PostId, PostSignature, UserName};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -43,6 +45,8 @@ pub const OVERLOAD_RETRY_MS: u64 = 250;
 pub struct ApiState {
     /// The core's client queue (its own capacity: peers cannot fill it).
     pub core: mpsc::Sender<ClientCommand>,
+    /// Who holds which user name.
+    pub names: Arc<dyn crate::names::NameRegistry>,
     pub core_status: watch::Receiver<CoreStatus>,
     pub net_status: watch::Receiver<NetStatus>,
     pub metrics: Metrics,
@@ -111,6 +115,8 @@ impl From<CoreError> for ApiError {
         let status = match e {
             CoreError::NotFound(_) => StatusCode::NOT_FOUND,
             CoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+            CoreError::Conflict(_) => StatusCode::CONFLICT,
+            CoreError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             CoreError::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -182,6 +188,14 @@ pub fn router(state: ApiState) -> Router {
             "/api/v0/p/{id}",
             get(get_post).patch(edit_post).delete(delete_post),
         )
+        .route("/api/v0/users", post(users::register))
+        .route("/api/v0/users/{name}", get(users::profile))
+        .route("/api/v0/users/{name}/timeline", get(users::timeline))
+        .route("/api/v0/users/{name}/home", get(users::home))
+        .route(
+            "/api/v0/users/{name}/follows/{other}",
+            post(users::follow).delete(users::unfollow),
+        )
         .route("/metrics", get(metrics))
         .route("/api/v0/feed.atom", get(crate::feeds::public_feed))
         .route(
@@ -219,6 +233,11 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
         Some("/api/v0/p/{id}") => "/api/v0/p/{id}",
         Some("/api/v0/feed.atom") => "/api/v0/feed.atom",
         Some("/api/v0/users/{name}/feed.atom") => "/api/v0/users/{name}/feed.atom",
+        Some("/api/v0/users") => "/api/v0/users",
+        Some("/api/v0/users/{name}") => "/api/v0/users/{name}",
+        Some("/api/v0/users/{name}/timeline") => "/api/v0/users/{name}/timeline",
+        Some("/api/v0/users/{name}/home") => "/api/v0/users/{name}/home",
+        Some("/api/v0/users/{name}/follows/{other}") => "/api/v0/users/{name}/follows/{other}",
         Some("/metrics") => "/metrics",
         _ => "other",
     };
@@ -343,7 +362,9 @@ struct ListQuery {
     before: Option<String>,
 }
 
-async fn list_posts(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> ApiResult {
+/// The page a listing asks for: `?limit=` (default [`DEFAULT_LIMIT`], at
+/// most [`MAX_LIMIT`]) and `?before=POST_ID`.
+fn page(q: &ListQuery) -> Result<(usize, Option<PostId>), ApiError> {
     let limit = match q.limit.as_deref() {
         None => DEFAULT_LIMIT,
         Some(l) => match l.parse::<usize>() {
@@ -360,6 +381,11 @@ async fn list_posts(State(state): State<ApiState>, Query(q): Query<ListQuery>) -
         .as_deref()
         .map(|b| parse_id("before", b))
         .transpose()?;
+    Ok((limit, before))
+}
+
+async fn list_posts(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> ApiResult {
+    let (limit, before) = page(&q)?;
     let posts = ask(&state, |reply| ClientCommand::Posts {
         limit,
         before,
@@ -374,9 +400,16 @@ struct CreateForm {
     author: Option<String>,
     body: Option<String>,
     reply_to: Option<String>,
+    /// A signed post: the client-made id, the author's key and signature.
+    id: Option<String>,
+    author_key: Option<String>,
+    signature: Option<String>,
 }
 
-fn parse_create(headers: &HeaderMap, bytes: &[u8]) -> Result<NewPost, ApiError> {
+fn parse_create(
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<(NewPost, Option<PostSignature>), ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -410,20 +443,30 @@ fn parse_create(headers: &HeaderMap, bytes: &[u8]) -> Result<NewPost, ApiError> 
         None | Some("") => None,
         Some(r) => Some(parse_id("field `reply_to`", r)?),
     };
-    Ok(NewPost {
+    let signature = users::parse_post_signature(
+        form.id.as_deref(),
+        form.author_key.as_deref(),
+        form.signature.as_deref(),
+    )?;
+    if signature.is_some() && form.author.as_deref().is_none_or(|a| a.trim().is_empty()) {
+        return Err(ApiError::bad_request(
+            "a signed post needs field `author`: the name whose key signed it",
+        ));
+    }
+    let new = NewPost {
         author,
         body,
         reply_to,
-    })
+    };
+    Ok((new, signature))
 }
 
 async fn create_post(State(state): State<ApiState>, headers: HeaderMap, bytes: Bytes) -> ApiResult {
-    let new = parse_create(&headers, &bytes)?;
-    let ack = ask(&state, |reply| ClientCommand::Write {
-        op: Write::CreatePost(new),
-        reply,
-    })
-    .await?;
+    let op = match parse_create(&headers, &bytes)? {
+        (new, None) => Write::CreatePost(new),
+        (new, Some(signature)) => Write::CreateSignedPost { new, signature },
+    };
+    let ack = ask(&state, |reply| ClientCommand::Write { op, reply }).await?;
     Ok(acked(ack))
 }
 
@@ -446,6 +489,9 @@ struct Edit {
     /// Text to insert at `pos`.
     #[serde(default)]
     insert: String,
+    /// For a signed post: the author's time and signature of the edit.
+    at_ms: Option<u64>,
+    signature: Option<String>,
 }
 
 async fn edit_post(
@@ -456,26 +502,39 @@ async fn edit_post(
     let id = parse_id("id", &id)?;
     let edit: Edit = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-    let ack = ask(&state, |reply| ClientCommand::Write {
-        op: Write::EditPost {
+    let (pos, delete, insert) = (edit.pos, edit.delete, edit.insert);
+    let op = match users::parse_proof(edit.at_ms, edit.signature.as_deref())? {
+        None => Write::EditPost {
             id,
-            pos: edit.pos,
-            delete: edit.delete,
-            insert: edit.insert,
+            pos,
+            delete,
+            insert,
         },
-        reply,
-    })
-    .await?;
+        Some(proof) => Write::SignedEdit {
+            id,
+            pos,
+            delete,
+            insert,
+            proof,
+        },
+    };
+    let ack = ask(&state, |reply| ClientCommand::Write { op, reply }).await?;
     Ok(acked(ack))
 }
 
-async fn delete_post(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+/// `DELETE /api/v0/p/{id}`, with a JSON body `{"at_ms", "signature"}` for a
+/// signed post.
+async fn delete_post(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> ApiResult {
     let id = parse_id("id", &id)?;
-    let ack = ask(&state, |reply| ClientCommand::Write {
-        op: Write::DeletePost(id),
-        reply,
-    })
-    .await?;
+    let op = match users::parse_signed_body(&bytes)? {
+        None => Write::DeletePost(id),
+        Some(proof) => Write::SignedDelete { id, proof },
+    };
+    let ack = ask(&state, |reply| ClientCommand::Write { op, reply }).await?;
     Ok(acked(ack))
 }
 

@@ -25,7 +25,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hearsay_crdt::{Post, PostId};
+use hearsay_crdt::signing::{self, Action, PostSignature};
+use hearsay_crdt::{Keypair, NewPost, Post, PostId, Profile, UserName};
 pub use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -414,6 +415,168 @@ impl Client {
             .await
     }
 
+    // ---- users ----------------------------------------------------------------
+
+    /// `POST /api/v0/users`: registers `name` with `key`, signing the
+    /// registration with it; the profile and the token covering the write.
+    pub async fn register_user(
+        &self,
+        name: &UserName,
+        key: &Keypair,
+        display_name: Option<&str>,
+    ) -> Result<Acked<Profile>, ClientError> {
+        let signature = signing::sign_registration(key, name, display_name);
+        let request = self.http.post(self.url("/api/v0/users")).json(&json!({
+            "name": name,
+            "public_key": key.id(),
+            "display_name": display_name,
+            "signature": signing::signature_to_hex(&signature),
+        }));
+        self.acked(request).await
+    }
+
+    /// `GET /api/v0/users/{name}`: display name, public key, follows.
+    pub async fn user(&self, name: &UserName) -> Result<Profile, ClientError> {
+        self.typed(self.http.get(self.url(&format!("/api/v0/users/{name}"))))
+            .await
+    }
+
+    /// `GET /api/v0/users/{name}/timeline`: the user's posts, newest first.
+    pub async fn timeline(
+        &self,
+        name: &UserName,
+        limit: usize,
+        before: Option<PostId>,
+    ) -> Result<Vec<Post>, ClientError> {
+        self.typed(self.http.get(self.url(&page_path(
+            &format!("/api/v0/users/{name}/timeline"),
+            limit,
+            before,
+        ))))
+        .await
+    }
+
+    /// `GET /api/v0/users/{name}/home`: the posts of the users `name`
+    /// follows, newest first.
+    pub async fn home(
+        &self,
+        name: &UserName,
+        limit: usize,
+        before: Option<PostId>,
+    ) -> Result<Vec<Post>, ClientError> {
+        self.typed(self.http.get(self.url(&page_path(
+            &format!("/api/v0/users/{name}/home"),
+            limit,
+            before,
+        ))))
+        .await
+    }
+
+    /// `POST /api/v0/users/{user}/follows/{whom}`, signed with `key` when
+    /// given (required once `user` has a registered key).
+    pub async fn follow(
+        &self,
+        user: &UserName,
+        whom: &UserName,
+        key: Option<&Keypair>,
+    ) -> Result<Acked<Profile>, ClientError> {
+        let url = self.url(&format!("/api/v0/users/{user}/follows/{whom}"));
+        let action = Action::Follow { user, whom };
+        self.acked(signed_body(self.http.post(url), &action, key))
+            .await
+    }
+
+    /// `DELETE /api/v0/users/{user}/follows/{whom}`, signed like
+    /// [`Client::follow`].
+    pub async fn unfollow(
+        &self,
+        user: &UserName,
+        whom: &UserName,
+        key: Option<&Keypair>,
+    ) -> Result<Acked<Profile>, ClientError> {
+        let url = self.url(&format!("/api/v0/users/{user}/follows/{whom}"));
+        let action = Action::Unfollow { user, whom };
+        self.acked(signed_body(self.http.delete(url), &action, key))
+            .await
+    }
+
+    /// `POST /api/v0/p`: a post by `author`, signed with `key` under an id
+    /// made here (the signature covers the id).
+    pub async fn create_signed_post(
+        &self,
+        author: &UserName,
+        body: &str,
+        reply_to: Option<PostId>,
+        key: &Keypair,
+    ) -> Result<Acked<Post>, ClientError> {
+        let new = NewPost {
+            author: author.clone(),
+            body: body.to_owned(),
+            reply_to,
+        };
+        let signature = PostSignature::sign(key, PostId::generate(now_ms()), &new);
+        self.create_post_signed_as(&new, &signature).await
+    }
+
+    /// `POST /api/v0/p` with a signature made elsewhere (or made wrong, on
+    /// purpose).
+    pub async fn create_post_signed_as(
+        &self,
+        new: &NewPost,
+        signature: &PostSignature,
+    ) -> Result<Acked<Post>, ClientError> {
+        let request = self.http.post(self.url("/api/v0/p")).json(&json!({
+            "author": new.author,
+            "body": new.body,
+            "reply_to": new.reply_to,
+            "id": signature.id,
+            "author_key": signature.author_key,
+            "signature": signing::signature_to_hex(&signature.signature),
+        }));
+        self.acked(request).await
+    }
+
+    /// `PATCH /api/v0/p/{id}`, signed with `key` when given (required for a
+    /// signed post: the author's key); the edited post and the token.
+    pub async fn edit_acked(
+        &self,
+        id: PostId,
+        pos: usize,
+        delete: usize,
+        insert: &str,
+        key: Option<&Keypair>,
+    ) -> Result<Acked<Post>, ClientError> {
+        let mut body = json!({"pos": pos, "delete": delete, "insert": insert});
+        if let Some(key) = key {
+            let at_ms = now_ms();
+            let action = Action::Edit {
+                post: id,
+                pos: pos as u64,
+                delete: delete as u64,
+                insert,
+            };
+            body["at_ms"] = json!(at_ms);
+            body["signature"] = json!(signing::signature_to_hex(&action.sign(key, at_ms)));
+        }
+        let request = self
+            .http
+            .patch(self.url(&format!("/api/v0/p/{id}")))
+            .json(&body);
+        self.acked(request).await
+    }
+
+    /// `DELETE /api/v0/p/{id}`, signed with `key` when given (required for
+    /// a signed post); the tombstone and the token.
+    pub async fn delete_acked(
+        &self,
+        id: PostId,
+        key: Option<&Keypair>,
+    ) -> Result<Acked<Post>, ClientError> {
+        let request = self.http.delete(self.url(&format!("/api/v0/p/{id}")));
+        let action = Action::Delete { post: id };
+        self.acked(signed_body(request, &action, key)).await
+    }
+
     /// `GET /metrics`: the Prometheus text exposition.
     pub async fn metrics(&self) -> Result<String, ClientError> {
         let answer = self.get_raw("/metrics").await?;
@@ -617,6 +780,40 @@ impl Client {
             last_id: from.map(str::to_owned),
             comments: 0,
         })
+    }
+}
+
+/// Milliseconds since the Unix epoch on this machine's clock: the time a
+/// signed request is stamped with (nodes accept it within a few minutes of
+/// theirs).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `path?limit=N[&before=ID]`.
+fn page_path(path: &str, limit: usize, before: Option<PostId>) -> String {
+    match before {
+        None => format!("{path}?limit={limit}"),
+        Some(b) => format!("{path}?limit={limit}&before={b}"),
+    }
+}
+
+/// `request` with the JSON body `{"at_ms", "signature"}` of `action` signed
+/// now by `key`; unchanged (no body) without a key.
+fn signed_body(
+    request: reqwest::RequestBuilder,
+    action: &Action<'_>,
+    key: Option<&Keypair>,
+) -> reqwest::RequestBuilder {
+    match key {
+        None => request,
+        Some(key) => {
+            let at_ms = now_ms();
+            let signature = signing::signature_to_hex(&action.sign(key, at_ms));
+            request.json(&json!({"at_ms": at_ms, "signature": signature}))
+        }
     }
 }
 

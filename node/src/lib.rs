@@ -10,6 +10,9 @@
 //! - [`api`]: the axum HTTP API, which talks to the core by command
 //!   ([`feeds`]: its Atom feeds).
 //!
+//! Users: [`names`] binds user names to keys (the [`names::NameRegistry`]
+//! trait), and [`signed`] holds the rules for writes signed by user keys.
+//!
 //! [`node::run`] wires them together from validated [`config::Settings`].
 //!
 //! Around a node: [`client`] is the typed client of its HTTP API, and
@@ -24,8 +27,10 @@ pub mod events;
 pub mod feeds;
 pub mod launch;
 pub mod metrics;
+pub mod names;
 pub mod net;
 pub mod node;
+pub mod signed;
 pub mod store;
 pub mod tokens;
 

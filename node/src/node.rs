@@ -17,6 +17,7 @@ use crate::api::{self, ApiState, NodeInfo};
 use crate::config::Settings;
 use crate::core::{ClientCommand, CoreConfig, CoreError, CoreState, PEER_QUEUE, Queues, run_core};
 use crate::metrics::Metrics;
+use crate::names::MeshRegistry;
 use crate::net::{self, Announce, NetParts};
 use crate::store::SledStore;
 
@@ -155,8 +156,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         })
     };
 
+    let names = Arc::new(MeshRegistry::new(client_tx.clone(), metrics.clone()));
     let state = ApiState {
         core: client_tx,
+        names,
         core_status,
         net_status,
         metrics,

@@ -33,6 +33,10 @@ fn api(
             started: Instant::now(),
         }),
         log: Arc::new(crate::store::MemoryStore::default()),
+        names: Arc::new(crate::names::MeshRegistry::new(
+            core.clone(),
+            Metrics::new("test", None),
+        )),
         events: crate::events::StreamConfig::default(),
     };
     (router(state), core, queue)
