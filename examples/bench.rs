@@ -357,7 +357,7 @@ async fn events(args: &[String]) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (a_proc, a) = start(dir.path(), "a", None).await?;
     let a_addr = a_proc.announcement().addr("tcp").context("tcp address")?;
-    let (_b_proc, b) = start(dir.path(), "b", Some(&a_addr)).await?;
+    let (_b_proc, b) = start(dir.path(), "b", Some(a_addr)).await?;
     wait_peers(&[&a, &b]).await?;
 
     // Replay.

@@ -33,7 +33,9 @@ async fn writer(client: Client, cycle: usize, writer: usize) -> Vec<String> {
             // is down, and an answer that did not arrive is not an ack.
             Err(ClientError::Transport { .. } | ClientError::Malformed { .. }) => break,
             // A refusal (503 overloaded, 500 while dying) is not an ack.
-            Err(ClientError::Refused { .. }) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(ClientError::Refused { .. } | ClientError::SlowDown { .. }) => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
         }
     }
     acked

@@ -10,8 +10,9 @@ use automerge::{Automerge, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::identity::{Keypair, verify};
+use crate::identity::verify;
 use crate::ids::{NodeId, PostId, UserName, hex, unhex};
+use crate::signing::PostSignature;
 
 /// Longest post body, in characters (Unicode scalar values).
 pub const MAX_BODY_CHARS: usize = 4096;
@@ -118,23 +119,33 @@ fn get_bool(doc: &Automerge, key: &str) -> bool {
 pub mod post {
     use super::*;
 
-    /// Writes a new post into an empty document.
+    /// Writes a new post into an empty document, with the author's
+    /// signature when there is one. The signature is kept as given: checking
+    /// it is the caller's business ([`crate::Replica::create_post`] does),
+    /// and every reader checks it again (`Post::signed`).
     pub fn create(
         doc: &mut Automerge,
         id: PostId,
         post: &NewPost,
-        author_key: Option<&Keypair>,
+        signature: Option<&PostSignature>,
     ) -> Result<()> {
         check_body_len(&post.body)?;
         if doc.get(ROOT, "created_at")?.is_some() {
             return Err(Error::invalid(format!("post {id} already exists")));
         }
-        let signature = author_key.map(|k| (k.id(), k.sign(&post_signing_message(&id, post))));
+        if let Some(sig) = signature
+            && sig.id != id
+        {
+            return Err(Error::invalid(format!(
+                "the signature is for post {}, not {id}",
+                sig.id
+            )));
+        }
         let mut tx = doc.transaction();
         tx.put(ROOT, "author", post.author.as_str())?;
-        if let Some((key, sig)) = signature {
-            tx.put(ROOT, "author_key", key.to_string())?;
-            tx.put(ROOT, "signature", hex(&sig))?;
+        if let Some(sig) = signature {
+            tx.put(ROOT, "author_key", sig.author_key.to_string())?;
+            tx.put(ROOT, "signature", hex(&sig.signature))?;
         }
         let body = tx.put_object(ROOT, "body", ObjType::Text)?;
         tx.splice_text(&body, 0, 0, &post.body)?;
@@ -208,14 +219,15 @@ pub mod post {
         let author_key: Option<NodeId> = get_str(doc, "author_key").and_then(|k| k.parse().ok());
         let signed = match (author_key, get_str(doc, "signature")) {
             (Some(key), Some(sig)) => unhex::<64>("signature", &sig).is_ok_and(|sig| {
-                // The signature covers the original body: the first change.
-                let original = original_body(doc).unwrap_or_default();
-                let content = NewPost {
-                    author: author.clone(),
-                    body: original,
-                    reply_to,
-                };
-                verify(&key, &post_signing_message(&id, &content), &sig)
+                // The signature covers the original body: the creating change.
+                original_bodies(doc).into_iter().any(|original| {
+                    let content = NewPost {
+                        author: author.clone(),
+                        body: original,
+                        reply_to,
+                    };
+                    verify(&key, &post_signing_message(&id, &content), &sig)
+                })
             }),
             _ => false,
         };
@@ -232,14 +244,19 @@ pub mod post {
         })
     }
 
-    fn original_body(doc: &Automerge) -> Option<String> {
-        let first = doc
-            .get_changes(&[])
+    /// The body as each creating change (a change without dependencies)
+    /// wrote it. Usually one; two when two nodes accepted the same
+    /// client-made post concurrently (a client retrying on another node),
+    /// and then the body object of only one of them survives the merge.
+    fn original_bodies(doc: &Automerge) -> Vec<String> {
+        let Ok(body) = body_obj(doc) else {
+            return Vec::new();
+        };
+        doc.get_changes(&[])
             .into_iter()
-            .find(|c| c.deps().is_empty())?;
-        let heads = [first.hash()];
-        let body = body_obj(doc).ok()?;
-        doc.text_at(&body, &heads).ok()
+            .filter(|c| c.deps().is_empty())
+            .filter_map(|c| doc.text_at(&body, &[c.hash()]).ok())
+            .collect()
     }
 }
 

@@ -33,6 +33,10 @@ pub enum Error {
     /// A document id whose kind this version does not know.
     #[error("unknown document kind in id {0:?}")]
     UnknownDocKind(String),
+    /// A user's signature (of a post, a registration, an action) that does
+    /// not verify with the key it names.
+    #[error("bad user signature: {0}")]
+    BadUserSignature(String),
     /// An operation that is not valid for the current state or its arguments.
     #[error("invalid operation: {0}")]
     InvalidOperation(String),
@@ -62,7 +66,7 @@ impl Error {
     /// The typed reason: what callers count, report and decide on.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::BadSignature { .. } => ErrorKind::BadSignature,
+            Error::BadSignature { .. } | Error::BadUserSignature(_) => ErrorKind::BadSignature,
             Error::Malformed { .. } => ErrorKind::Malformed,
             Error::Oversized { .. } => ErrorKind::Oversized,
             Error::SeqGap { .. } => ErrorKind::SeqGap,

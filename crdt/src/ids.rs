@@ -124,11 +124,20 @@ impl FromStr for UserName {
     }
 }
 
-/// A post id: 16 bytes, `created_at_ms (6) | origin prefix (4) | origin seq (6)`.
+/// A post id: 16 bytes, a 6-byte creation-time prefix and 10 bytes that make
+/// it unique.
 ///
-/// Ids sort by creation time (bytewise and in their hex text form alike), are
-/// unique without coordination (an origin never reuses a seq), and carry the
-/// time bucket they belong to.
+/// - Made by a node ([`PostId::new`]): `created_at_ms (6) | origin prefix (4)
+///   | origin seq (6)`: unique without coordination (an origin never reuses a
+///   seq).
+/// - Made by a client ([`PostId::client`]): `created_at_ms (6) | random (10)`.
+///   A signed post needs its id before any node sees it (the author signs
+///   the id with the content), so the client makes it; 80 random bits make a
+///   collision negligible, and a node refuses an id that already exists or
+///   whose time is far from its own clock.
+///
+/// Either way ids sort by creation time (bytewise and in their hex text form
+/// alike) and carry the time bucket they belong to.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PostId(pub [u8; 16]);
 
@@ -139,6 +148,22 @@ impl PostId {
         b[6..10].copy_from_slice(&origin.0[..4]);
         b[10..].copy_from_slice(&seq.to_be_bytes()[2..]);
         PostId(b)
+    }
+
+    /// A client-made id: the creation time and 10 random bytes (the caller's
+    /// randomness; see [`PostId::generate`]).
+    pub fn client(created_at_ms: u64, random: [u8; 10]) -> Self {
+        let mut b = [0u8; 16];
+        b[..6].copy_from_slice(&created_at_ms.to_be_bytes()[2..]);
+        b[6..].copy_from_slice(&random);
+        PostId(b)
+    }
+
+    /// [`PostId::client`] with random bytes from the operating system.
+    pub fn generate(created_at_ms: u64) -> Self {
+        let mut random = [0u8; 10];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
+        Self::client(created_at_ms, random)
     }
 
     /// Milliseconds since the Unix epoch at which the post was created.
@@ -257,6 +282,18 @@ mod tests {
         ] {
             assert_eq!(doc.to_string().parse::<DocId>().unwrap(), doc);
         }
+    }
+
+    #[test]
+    fn client_ids_carry_their_time_and_differ() {
+        let t = 1_700_000_000_123;
+        let a = PostId::generate(t);
+        let b = PostId::generate(t);
+        assert_ne!(a, b);
+        assert_eq!(a.created_at_ms(), t);
+        assert_eq!(PostId::client(t, [9; 10]).0[6..], [9; 10]);
+        assert!(PostId::generate(t + 1) > PostId::client(t, [0xff; 10]));
+        assert_eq!(a.to_string().parse::<PostId>().unwrap(), a);
     }
 
     #[test]

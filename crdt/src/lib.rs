@@ -6,6 +6,8 @@
 //! - [`Keypair`] and [`NodeId`]: ed25519 identities and their key files;
 //! - [`docs`]: the automerge documents (post, public and timeline buckets,
 //!   profile) with typed operations and reads;
+//! - [`signing`]: what users sign (posts, name registrations, follows,
+//!   edits), each message domain-separated;
 //! - [`Delta`]: one signed change of one document, the unit of replication;
 //! - [`VersionVector`]: the anti-entropy digest and resume token;
 //! - [`Replica`]: documents plus the rules that make replicas converge.
@@ -34,6 +36,7 @@ pub mod event;
 pub mod identity;
 pub mod ids;
 pub mod replica;
+pub mod signing;
 pub mod store;
 pub mod verdict;
 pub mod vv;
@@ -45,6 +48,7 @@ pub use event::Change;
 pub use identity::Keypair;
 pub use ids::{BUCKET_MS, DocId, NodeId, PostId, UserName};
 pub use replica::{ReceiveOutcome, Replica, ReplicaConfig};
+pub use signing::{Action, PostSignature};
 pub use store::{DocStore, MemoryDocs};
 pub use verdict::Verdict;
 pub use vv::VersionVector;

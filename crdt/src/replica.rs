@@ -21,7 +21,7 @@
 //! automerge's cost per call grows with the document, its cost per change in
 //! a batch does not (see BENCHMARKS.md).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 
@@ -30,6 +30,7 @@ use crate::docs::{NewPost, Post, Profile, bucket, post, profile};
 use crate::error::{Error, Result};
 use crate::identity::Keypair;
 use crate::ids::{DocId, NodeId, PostId, UserName};
+use crate::signing::PostSignature;
 use crate::store::{DocCache, DocStore};
 use crate::verdict::Verdict;
 use crate::vv::VersionVector;
@@ -298,21 +299,39 @@ impl<S: DocStore> Replica<S> {
 
     /// Creates a post: its document, and its entries in the public and the
     /// author's timeline buckets. Returns the post and three deltas.
+    ///
+    /// Unsigned (`signature` is `None`), the replica makes the id from its
+    /// clock, its id and its next seq. Signed, the post takes the id its
+    /// author chose and signed ([`PostSignature`], made by the client: no
+    /// node holds a user's secret), and is refused with
+    /// [`Error::BadUserSignature`] unless the signature verifies. Whether the
+    /// key is the one registered for the author's name, and whether the id's
+    /// time is plausible, is the node's policy, not the data model's.
     pub fn create_post(
         &mut self,
         new: &NewPost,
-        author_key: Option<&Keypair>,
+        signature: Option<&PostSignature>,
         now_ms: u64,
     ) -> Result<(Post, Vec<Delta>)> {
         crate::docs::check_body_len(&new.body)?;
-        let id = PostId::new(now_ms, &self.id, self.vv.get(&self.id) + 1);
+        let id = match signature {
+            Some(sig) => sig.id,
+            None => PostId::new(now_ms, &self.id, self.vv.get(&self.id) + 1),
+        };
         let doc = DocId::Post(id);
         if self.cache.get(&mut self.store, &doc, false)?.is_some() {
             return Err(Error::invalid(format!("post {id} already exists")));
         }
+        if let Some(sig) = signature
+            && !sig.verify(new)
+        {
+            return Err(Error::BadUserSignature(format!(
+                "the signature of post {id} does not verify with key {}",
+                sig.author_key
+            )));
+        }
         let mut deltas = Vec::with_capacity(3);
-        deltas
-            .push(self.local_change(doc, now_ms, true, |d| post::create(d, id, new, author_key))?);
+        deltas.push(self.local_change(doc, now_ms, true, |d| post::create(d, id, new, signature))?);
         let b = id.bucket();
         deltas.push(self.local_change(DocId::Public(b), now_ms, true, |d| bucket::add(d, id))?);
         deltas.push(self.local_change(
@@ -687,20 +706,76 @@ impl<S: DocStore> Replica<S> {
         self.bucket_page(buckets, |b| DocId::Timeline(user.clone(), b), limit, before)
     }
 
-    /// A user's home timeline: the posts of everyone they follow, newest first.
+    /// A user's home timeline: the posts of everyone they follow, newest
+    /// first, strictly older than `before`; deleted posts skipped.
+    ///
+    /// The work is bounded by the page, not by the follow count: the walk
+    /// goes through time buckets newest first, and the in-memory bucket sets
+    /// of the followed users (`timeline_buckets`, a max-heap of each one's
+    /// next bucket) say who posted in each bucket, so the only documents read
+    /// are the profile, the timeline buckets of users who posted in the
+    /// buckets the page spans, and the posts on the page (plus deleted ones
+    /// skipped). It stops once the page is full. Following 2,000 users of
+    /// whom ten posted reads a dozen documents, not 2,000.
     pub fn home_timeline(
         &mut self,
         user: &UserName,
         limit: usize,
         before: Option<PostId>,
     ) -> Result<Vec<Post>> {
-        let mut all = Vec::new();
-        for whom in self.profile(user)?.follows {
-            all.extend(self.user_posts(&whom, limit, before)?);
+        let follows = self.profile(user)?.follows;
+        let top = before.map_or(u64::MAX, |b| b.bucket());
+        let newest_at_or_below = |buckets: &BTreeMap<UserName, BTreeSet<u64>>, who, top| {
+            buckets
+                .get(who)
+                .and_then(|s| s.range(..=top).next_back().copied())
+        };
+        // (next bucket to read, index in `follows`) of every followed user
+        // who has one.
+        let mut heap: BinaryHeap<(u64, usize)> = follows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| Some((newest_at_or_below(&self.timeline_buckets, f, top)?, i)))
+            .collect();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(&(bucket, _)) = heap.peek() else {
+                break;
+            };
+            // Everyone who posted in this bucket, then the bucket's posts of
+            // all of them, newest first.
+            let mut ids = Vec::new();
+            while let Some(&(b, i)) = heap.peek()
+                && b == bucket
+            {
+                heap.pop();
+                let whom = &follows[i];
+                let doc = DocId::Timeline(whom.clone(), bucket);
+                if let Some(d) = self.cache.get(&mut self.store, &doc, false)? {
+                    ids.extend(bucket::entries(d));
+                }
+                if let Some(next) = bucket
+                    .checked_sub(1)
+                    .and_then(|below| newest_at_or_below(&self.timeline_buckets, whom, below))
+                {
+                    heap.push((next, i));
+                }
+            }
+            ids.retain(|id| before.is_none_or(|b| *id < b));
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            ids.dedup();
+            for id in ids {
+                if out.len() >= limit {
+                    break;
+                }
+                if let Some(p) = self.post(id)?
+                    && !p.deleted
+                {
+                    out.push(p);
+                }
+            }
         }
-        all.sort_unstable_by_key(|p| std::cmp::Reverse(p.id));
-        all.truncate(limit);
-        Ok(all)
+        Ok(out)
     }
 
     pub fn profile(&mut self, user: &UserName) -> Result<Profile> {

@@ -8,8 +8,8 @@ use std::str::FromStr;
 
 use automerge::Automerge;
 use hearsay_crdt::{
-    Delta, DocId, Error, ErrorKind, Keypair, MemoryDocs, NewPost, PostId, Replica, ReplicaConfig,
-    UserName, Verdict, VersionVector,
+    Delta, DocId, Error, ErrorKind, Keypair, MemoryDocs, NewPost, PostId, PostSignature, Replica,
+    ReplicaConfig, UserName, Verdict, VersionVector,
 };
 mod common;
 
@@ -35,6 +35,11 @@ fn new_post(author: &str, body: &str, reply_to: Option<PostId>) -> NewPost {
     }
 }
 
+/// `author`'s signature of `post` under a client-made id of time `at_ms`.
+fn signed(author: &Keypair, post: &NewPost, at_ms: u64) -> PostSignature {
+    PostSignature::sign(author, PostId::client(at_ms, [0x5a; 10]), post)
+}
+
 fn assert_untouched(r: &mut Replica<MemoryDocs>) {
     assert!(r.version_vector().is_empty());
     assert!(r.applied_version_vector().is_empty());
@@ -50,9 +55,11 @@ fn busy_replica(config: ReplicaConfig) -> (Replica<MemoryDocs>, Vec<PostId>) {
     let mut a = Replica::open(key(1), MemoryDocs::default(), VersionVector::new(), config).unwrap();
     let mut b = Replica::new(key(2), MemoryDocs::default()).unwrap();
     let ann = key(0xa1);
+    let first = new_post("ann", "héllo wörld 🦀", None);
     let (p1, d1) = a
-        .create_post(&new_post("ann", "héllo wörld 🦀", None), Some(&ann), T0)
+        .create_post(&first, Some(&signed(&ann, &first, T0)), T0)
         .unwrap();
+    assert!(p1.signed);
     let (p2, _) = a
         .create_post(&new_post("bob", "second", Some(p1.id)), None, T0 + 61_000)
         .unwrap();
@@ -149,8 +156,9 @@ fn a_corrupt_stored_document_is_a_store_error() {
 /// dependencies, a profile change.
 fn sample_deltas() -> Vec<Delta> {
     let mut a = Replica::new(key(3), MemoryDocs::default()).unwrap();
+    let new = new_post("ann", "flip me ✓", None);
     let (p, mut deltas) = a
-        .create_post(&new_post("ann", "flip me ✓", None), Some(&key(4)), T0)
+        .create_post(&new, Some(&signed(&key(4), &new, T0)), T0)
         .unwrap();
     deltas.push(a.edit_post(p.id, 2, 2, "FL", T0 + 1).unwrap());
     deltas.push(

@@ -2,8 +2,14 @@
 //! `{"status": "OK", "body": ...}` or `{"status": "ERROR", "error": "...", "body": null}`.
 //!
 //! Handlers never touch documents or sled: they send a command to the core
-//! and await its answer. A full core queue answers 503 with `Retry-After`,
-//! bad input answers 4xx naming the field, and nothing partial is stored.
+//! and await its answer. A full core queue answers 503 with
+//! `{"status": "SLOWDOWN", "retry_after_ms": N, "error": "..."}` and a
+//! `Retry-After` header (whole seconds, rounded up): the request never
+//! reached the core, so nothing of it is stored. Other 503s (store failed,
+//! shutting down) stay `ERROR`s. Bad input answers 4xx naming the field, and
+//! nothing partial is stored.
+
+mod users;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,9 +19,9 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use hearsay_crdt::{MAX_BODY_CHARS, NewPost, PostId, UserName};
+use hearsay_crdt::{MAX_BODY_CHARS, NewPost, PostId, PostSignature, UserName};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -29,12 +35,18 @@ pub const DEFAULT_LIMIT: usize = 64;
 pub const MAX_LIMIT: usize = 500;
 /// Largest request body accepted.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Least wait an overloaded node asks for (`retry_after_ms`); a random
+/// share of it again is added, so refused clients do not all come back at
+/// the same instant.
+pub const OVERLOAD_RETRY_MS: u64 = 250;
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
 pub struct ApiState {
     /// The core's client queue (its own capacity: peers cannot fill it).
     pub core: mpsc::Sender<ClientCommand>,
+    /// Who holds which user name.
+    pub names: Arc<dyn crate::names::NameRegistry>,
     pub core_status: watch::Receiver<CoreStatus>,
     pub net_status: watch::Receiver<NetStatus>,
     pub metrics: Metrics,
@@ -48,10 +60,11 @@ pub struct ApiState {
 #[derive(Debug)]
 pub struct NodeInfo {
     pub peer_id: String,
+    /// The address the HTTP API listens on (the base URL of links when a
+    /// request names no `Host`).
+    pub http: std::net::SocketAddr,
     pub region: String,
     pub geo: Option<hearsay_topology::Geo>,
-    /// `host:port` the HTTP API listens on.
-    pub http: String,
     pub started: Instant,
 }
 
@@ -60,20 +73,39 @@ pub struct NodeInfo {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Set for an overload refusal only: answered as `SLOWDOWN` with this
+    /// hint instead of as an `ERROR`.
+    retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
-    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
+            status,
             message: message.into(),
+            retry_after_ms: None,
         }
     }
 
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
     fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
+    /// The node is overloaded (its client queue is full): 503 `SLOWDOWN`,
+    /// retry after `retry_after_ms`.
+    fn slow_down(retry_after_ms: u64) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            message: message.into(),
+            message: format!("node overloaded, retry in {retry_after_ms} ms"),
+            retry_after_ms: Some(retry_after_ms),
         }
     }
 }
@@ -83,18 +115,32 @@ impl From<CoreError> for ApiError {
         let status = match e {
             CoreError::NotFound(_) => StatusCode::NOT_FOUND,
             CoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+            CoreError::Conflict(_) => StatusCode::CONFLICT,
+            CoreError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             CoreError::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        ApiError {
-            status,
-            message: e.to_string(),
-        }
+        ApiError::new(status, e.to_string())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(ms) = self.retry_after_ms {
+            let body = json!({
+                "status": "SLOWDOWN",
+                "retry_after_ms": ms,
+                "error": self.message,
+                "body": null,
+            });
+            let seconds = ms.div_ceil(1000).max(1);
+            return (
+                self.status,
+                [(header::RETRY_AFTER, seconds.to_string())],
+                Json(body),
+            )
+                .into_response();
+        }
         let mut response = (
             self.status,
             Json(json!({"status": "ERROR", "error": self.message, "body": null})),
@@ -142,20 +188,28 @@ pub fn router(state: ApiState) -> Router {
             "/api/v0/p/{id}",
             get(get_post).patch(edit_post).delete(delete_post),
         )
+        .route("/api/v0/users", post(users::register))
+        .route("/api/v0/users/{name}", get(users::profile))
+        .route("/api/v0/users/{name}/timeline", get(users::timeline))
+        .route("/api/v0/users/{name}/home", get(users::home))
+        .route(
+            "/api/v0/users/{name}/follows/{other}",
+            post(users::follow).delete(users::unfollow),
+        )
         .route("/metrics", get(metrics))
+        .route("/api/v0/feed.atom", get(crate::feeds::public_feed))
+        .route(
+            "/api/v0/users/{name}/feed.atom",
+            get(crate::feeds::user_feed),
+        )
         .merge(crate::mesh::routes())
         .merge(crate::web::routes())
-        .fallback(|| async {
-            ApiError {
-                status: StatusCode::NOT_FOUND,
-                message: "no such route".into(),
-            }
-        })
+        .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError {
-                status: StatusCode::METHOD_NOT_ALLOWED,
-                message: "method not allowed on this route".into(),
-            }
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
         })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -179,6 +233,13 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
         Some("/api/v0/events") => "/api/v0/events",
         Some("/api/v0/p") => "/api/v0/p",
         Some("/api/v0/p/{id}") => "/api/v0/p/{id}",
+        Some("/api/v0/feed.atom") => "/api/v0/feed.atom",
+        Some("/api/v0/users/{name}/feed.atom") => "/api/v0/users/{name}/feed.atom",
+        Some("/api/v0/users") => "/api/v0/users",
+        Some("/api/v0/users/{name}") => "/api/v0/users/{name}",
+        Some("/api/v0/users/{name}/timeline") => "/api/v0/users/{name}/timeline",
+        Some("/api/v0/users/{name}/home") => "/api/v0/users/{name}/home",
+        Some("/api/v0/users/{name}/follows/{other}") => "/api/v0/users/{name}/follows/{other}",
         Some("/metrics") => "/metrics",
         Some("/api/v0/mesh") => "/api/v0/mesh",
         Some(crate::web::PAGE) => crate::web::PAGE,
@@ -225,11 +286,12 @@ async fn envelope_errors(request: Request, next: Next) -> Response {
     } else {
         message
     };
-    ApiError { status, message }.into_response()
+    ApiError::new(status, message).into_response()
 }
 
-/// Sends a command to the core and awaits the answer.
-async fn ask<T>(
+/// Sends a command to the core and awaits the answer. A full client queue
+/// refuses at once with 503 `SLOWDOWN`: the command never reaches the core.
+pub(crate) async fn ask<T>(
     state: &ApiState,
     make: impl FnOnce(Reply<T>) -> ClientCommand,
 ) -> Result<T, ApiError> {
@@ -237,7 +299,8 @@ async fn ask<T>(
     state.core.try_send(make(reply)).map_err(|e| match e {
         mpsc::error::TrySendError::Full(_) => {
             state.metrics.overload_rejections.inc();
-            ApiError::unavailable("node overloaded, retry shortly")
+            let jitter = rand::random_range(0..=OVERLOAD_RETRY_MS);
+            ApiError::slow_down(OVERLOAD_RETRY_MS + jitter)
         }
         mpsc::error::TrySendError::Closed(_) => ApiError::unavailable("node is shutting down"),
     })?;
@@ -305,7 +368,9 @@ struct ListQuery {
     before: Option<String>,
 }
 
-async fn list_posts(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> ApiResult {
+/// The page a listing asks for: `?limit=` (default [`DEFAULT_LIMIT`], at
+/// most [`MAX_LIMIT`]) and `?before=POST_ID`.
+fn page(q: &ListQuery) -> Result<(usize, Option<PostId>), ApiError> {
     let limit = match q.limit.as_deref() {
         None => DEFAULT_LIMIT,
         Some(l) => match l.parse::<usize>() {
@@ -322,6 +387,11 @@ async fn list_posts(State(state): State<ApiState>, Query(q): Query<ListQuery>) -
         .as_deref()
         .map(|b| parse_id("before", b))
         .transpose()?;
+    Ok((limit, before))
+}
+
+async fn list_posts(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> ApiResult {
+    let (limit, before) = page(&q)?;
     let posts = ask(&state, |reply| ClientCommand::Posts {
         limit,
         before,
@@ -336,9 +406,16 @@ struct CreateForm {
     author: Option<String>,
     body: Option<String>,
     reply_to: Option<String>,
+    /// A signed post: the client-made id, the author's key and signature.
+    id: Option<String>,
+    author_key: Option<String>,
+    signature: Option<String>,
 }
 
-fn parse_create(headers: &HeaderMap, bytes: &[u8]) -> Result<NewPost, ApiError> {
+fn parse_create(
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<(NewPost, Option<PostSignature>), ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -372,20 +449,30 @@ fn parse_create(headers: &HeaderMap, bytes: &[u8]) -> Result<NewPost, ApiError> 
         None | Some("") => None,
         Some(r) => Some(parse_id("field `reply_to`", r)?),
     };
-    Ok(NewPost {
+    let signature = users::parse_post_signature(
+        form.id.as_deref(),
+        form.author_key.as_deref(),
+        form.signature.as_deref(),
+    )?;
+    if signature.is_some() && form.author.as_deref().is_none_or(|a| a.trim().is_empty()) {
+        return Err(ApiError::bad_request(
+            "a signed post needs field `author`: the name whose key signed it",
+        ));
+    }
+    let new = NewPost {
         author,
         body,
         reply_to,
-    })
+    };
+    Ok((new, signature))
 }
 
 async fn create_post(State(state): State<ApiState>, headers: HeaderMap, bytes: Bytes) -> ApiResult {
-    let new = parse_create(&headers, &bytes)?;
-    let ack = ask(&state, |reply| ClientCommand::Write {
-        op: Write::CreatePost(new),
-        reply,
-    })
-    .await?;
+    let op = match parse_create(&headers, &bytes)? {
+        (new, None) => Write::CreatePost(new),
+        (new, Some(signature)) => Write::CreateSignedPost { new, signature },
+    };
+    let ack = ask(&state, |reply| ClientCommand::Write { op, reply }).await?;
     Ok(acked(ack))
 }
 
@@ -393,10 +480,7 @@ async fn get_post(State(state): State<ApiState>, Path(id): Path<String>) -> ApiR
     let id = parse_id("id", &id)?;
     match ask(&state, |reply| ClientCommand::GetPost { id, reply }).await? {
         Some(found) => Ok(ok(found)),
-        None => Err(ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: format!("no post {id}"),
-        }),
+        None => Err(ApiError::not_found(format!("no post {id}"))),
     }
 }
 
@@ -411,6 +495,9 @@ struct Edit {
     /// Text to insert at `pos`.
     #[serde(default)]
     insert: String,
+    /// For a signed post: the author's time and signature of the edit.
+    at_ms: Option<u64>,
+    signature: Option<String>,
 }
 
 async fn edit_post(
@@ -421,25 +508,41 @@ async fn edit_post(
     let id = parse_id("id", &id)?;
     let edit: Edit = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-    let ack = ask(&state, |reply| ClientCommand::Write {
-        op: Write::EditPost {
+    let (pos, delete, insert) = (edit.pos, edit.delete, edit.insert);
+    let op = match users::parse_proof(edit.at_ms, edit.signature.as_deref())? {
+        None => Write::EditPost {
             id,
-            pos: edit.pos,
-            delete: edit.delete,
-            insert: edit.insert,
+            pos,
+            delete,
+            insert,
         },
-        reply,
-    })
-    .await?;
+        Some(proof) => Write::SignedEdit {
+            id,
+            pos,
+            delete,
+            insert,
+            proof,
+        },
+    };
+    let ack = ask(&state, |reply| ClientCommand::Write { op, reply }).await?;
     Ok(acked(ack))
 }
 
-async fn delete_post(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+/// `DELETE /api/v0/p/{id}`, with a JSON body `{"at_ms", "signature"}` for a
+/// signed post.
+async fn delete_post(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> ApiResult {
     let id = parse_id("id", &id)?;
-    let ack = ask(&state, |reply| ClientCommand::Write {
-        op: Write::DeletePost(id),
-        reply,
-    })
-    .await?;
+    let op = match users::parse_signed_body(&bytes)? {
+        None => Write::DeletePost(id),
+        Some(proof) => Write::SignedDelete { id, proof },
+    };
+    let ack = ask(&state, |reply| ClientCommand::Write { op, reply }).await?;
     Ok(acked(ack))
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,8 @@
 //! through [`Client`]. Each route has a typed method; an answer that is not
 //! `200 {"status": "OK"}` becomes a [`ClientError`] that keeps the HTTP status
 //! and the server's message, so callers (and tests) can tell a refusal (4xx,
-//! 503) from a transport failure or a malformed answer. For requests the
+//! 503), an overloaded node ([`ClientError::SlowDown`], with how long to wait)
+//! and a transport failure or a malformed answer apart. For requests the
 //! typed methods cannot express (bad input, on purpose), [`Client::get_raw`]
 //! and [`Client::send`] return the status and the JSON as they came.
 //!
@@ -24,7 +25,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hearsay_crdt::{Post, PostId};
+use hearsay_crdt::signing::{self, Action, PostSignature};
+use hearsay_crdt::{Keypair, NewPost, Post, PostId, Profile, UserName};
 pub use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -33,6 +35,8 @@ pub use crate::mesh::{Mesh, MeshPeer, MeshSelf};
 
 /// Timeout of one request made by [`Client::new`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The wait assumed when a `SLOWDOWN` answer names none.
+const DEFAULT_RETRY_AFTER_MS: u64 = 1000;
 
 /// Why a request did not produce the answer asked for.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,14 @@ pub enum ClientError {
         status: StatusCode,
         message: String,
     },
+    /// The node is overloaded (503 `SLOWDOWN`): nothing of the request was
+    /// stored; retry after `retry_after_ms`.
+    #[error("{url}: node overloaded, retry in {retry_after_ms} ms")]
+    SlowDown {
+        url: String,
+        retry_after_ms: u64,
+        message: String,
+    },
     /// The node answered something that is not the envelope expected.
     #[error("{url}: HTTP {status}: not a hearsay answer: {why}")]
     Malformed {
@@ -69,13 +81,25 @@ impl ClientError {
             ClientError::Refused { status, .. } | ClientError::Malformed { status, .. } => {
                 Some(*status)
             }
+            ClientError::SlowDown { .. } => Some(StatusCode::SERVICE_UNAVAILABLE),
         }
     }
 
     /// The server's error message, for a refusal.
     pub fn message(&self) -> Option<&str> {
         match self {
-            ClientError::Refused { message, .. } => Some(message),
+            ClientError::Refused { message, .. } | ClientError::SlowDown { message, .. } => {
+                Some(message)
+            }
+            _ => None,
+        }
+    }
+
+    /// How long the node asked to wait before retrying, when it refused
+    /// because it is overloaded.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            ClientError::SlowDown { retry_after_ms, .. } => Some(*retry_after_ms),
             _ => None,
         }
     }
@@ -111,9 +135,24 @@ impl Answer {
         }
     }
 
-    /// The error an answer other than `200 OK` is: a refusal when the node
-    /// answered an error status or an error envelope, else malformed.
+    /// The error an answer other than `200 OK` is: [`ClientError::SlowDown`]
+    /// for a 503 `SLOWDOWN`, a refusal when the node answered an error
+    /// status or an error envelope, else malformed.
     fn into_error(self) -> ClientError {
+        if self.status == StatusCode::SERVICE_UNAVAILABLE && self.json["status"] == "SLOWDOWN" {
+            let retry_after_ms = self.json["retry_after_ms"]
+                .as_u64()
+                .unwrap_or(DEFAULT_RETRY_AFTER_MS);
+            let message = self.json["error"]
+                .as_str()
+                .unwrap_or("node overloaded")
+                .to_owned();
+            return ClientError::SlowDown {
+                url: self.url,
+                retry_after_ms,
+                message,
+            };
+        }
         if self.json["status"] == "ERROR" || !self.status.is_success() {
             let message = match self.json["error"].as_str() {
                 Some(m) => m.to_owned(),
@@ -378,6 +417,168 @@ impl Client {
             .await
     }
 
+    // ---- users ----------------------------------------------------------------
+
+    /// `POST /api/v0/users`: registers `name` with `key`, signing the
+    /// registration with it; the profile and the token covering the write.
+    pub async fn register_user(
+        &self,
+        name: &UserName,
+        key: &Keypair,
+        display_name: Option<&str>,
+    ) -> Result<Acked<Profile>, ClientError> {
+        let signature = signing::sign_registration(key, name, display_name);
+        let request = self.http.post(self.url("/api/v0/users")).json(&json!({
+            "name": name,
+            "public_key": key.id(),
+            "display_name": display_name,
+            "signature": signing::signature_to_hex(&signature),
+        }));
+        self.acked(request).await
+    }
+
+    /// `GET /api/v0/users/{name}`: display name, public key, follows.
+    pub async fn user(&self, name: &UserName) -> Result<Profile, ClientError> {
+        self.typed(self.http.get(self.url(&format!("/api/v0/users/{name}"))))
+            .await
+    }
+
+    /// `GET /api/v0/users/{name}/timeline`: the user's posts, newest first.
+    pub async fn timeline(
+        &self,
+        name: &UserName,
+        limit: usize,
+        before: Option<PostId>,
+    ) -> Result<Vec<Post>, ClientError> {
+        self.typed(self.http.get(self.url(&page_path(
+            &format!("/api/v0/users/{name}/timeline"),
+            limit,
+            before,
+        ))))
+        .await
+    }
+
+    /// `GET /api/v0/users/{name}/home`: the posts of the users `name`
+    /// follows, newest first.
+    pub async fn home(
+        &self,
+        name: &UserName,
+        limit: usize,
+        before: Option<PostId>,
+    ) -> Result<Vec<Post>, ClientError> {
+        self.typed(self.http.get(self.url(&page_path(
+            &format!("/api/v0/users/{name}/home"),
+            limit,
+            before,
+        ))))
+        .await
+    }
+
+    /// `POST /api/v0/users/{user}/follows/{whom}`, signed with `key` when
+    /// given (required once `user` has a registered key).
+    pub async fn follow(
+        &self,
+        user: &UserName,
+        whom: &UserName,
+        key: Option<&Keypair>,
+    ) -> Result<Acked<Profile>, ClientError> {
+        let url = self.url(&format!("/api/v0/users/{user}/follows/{whom}"));
+        let action = Action::Follow { user, whom };
+        self.acked(signed_body(self.http.post(url), &action, key))
+            .await
+    }
+
+    /// `DELETE /api/v0/users/{user}/follows/{whom}`, signed like
+    /// [`Client::follow`].
+    pub async fn unfollow(
+        &self,
+        user: &UserName,
+        whom: &UserName,
+        key: Option<&Keypair>,
+    ) -> Result<Acked<Profile>, ClientError> {
+        let url = self.url(&format!("/api/v0/users/{user}/follows/{whom}"));
+        let action = Action::Unfollow { user, whom };
+        self.acked(signed_body(self.http.delete(url), &action, key))
+            .await
+    }
+
+    /// `POST /api/v0/p`: a post by `author`, signed with `key` under an id
+    /// made here (the signature covers the id).
+    pub async fn create_signed_post(
+        &self,
+        author: &UserName,
+        body: &str,
+        reply_to: Option<PostId>,
+        key: &Keypair,
+    ) -> Result<Acked<Post>, ClientError> {
+        let new = NewPost {
+            author: author.clone(),
+            body: body.to_owned(),
+            reply_to,
+        };
+        let signature = PostSignature::sign(key, PostId::generate(now_ms()), &new);
+        self.create_post_signed_as(&new, &signature).await
+    }
+
+    /// `POST /api/v0/p` with a signature made elsewhere (or made wrong, on
+    /// purpose).
+    pub async fn create_post_signed_as(
+        &self,
+        new: &NewPost,
+        signature: &PostSignature,
+    ) -> Result<Acked<Post>, ClientError> {
+        let request = self.http.post(self.url("/api/v0/p")).json(&json!({
+            "author": new.author,
+            "body": new.body,
+            "reply_to": new.reply_to,
+            "id": signature.id,
+            "author_key": signature.author_key,
+            "signature": signing::signature_to_hex(&signature.signature),
+        }));
+        self.acked(request).await
+    }
+
+    /// `PATCH /api/v0/p/{id}`, signed with `key` when given (required for a
+    /// signed post: the author's key); the edited post and the token.
+    pub async fn edit_acked(
+        &self,
+        id: PostId,
+        pos: usize,
+        delete: usize,
+        insert: &str,
+        key: Option<&Keypair>,
+    ) -> Result<Acked<Post>, ClientError> {
+        let mut body = json!({"pos": pos, "delete": delete, "insert": insert});
+        if let Some(key) = key {
+            let at_ms = now_ms();
+            let action = Action::Edit {
+                post: id,
+                pos: pos as u64,
+                delete: delete as u64,
+                insert,
+            };
+            body["at_ms"] = json!(at_ms);
+            body["signature"] = json!(signing::signature_to_hex(&action.sign(key, at_ms)));
+        }
+        let request = self
+            .http
+            .patch(self.url(&format!("/api/v0/p/{id}")))
+            .json(&body);
+        self.acked(request).await
+    }
+
+    /// `DELETE /api/v0/p/{id}`, signed with `key` when given (required for
+    /// a signed post); the tombstone and the token.
+    pub async fn delete_acked(
+        &self,
+        id: PostId,
+        key: Option<&Keypair>,
+    ) -> Result<Acked<Post>, ClientError> {
+        let request = self.http.delete(self.url(&format!("/api/v0/p/{id}")));
+        let action = Action::Delete { post: id };
+        self.acked(signed_body(request, &action, key)).await
+    }
+
     /// `GET /api/v0/mesh`: the node and the peers it knows.
     pub async fn mesh(&self) -> Result<Mesh, ClientError> {
         self.typed(self.http.get(self.url("/api/v0/mesh"))).await
@@ -586,5 +787,93 @@ impl Client {
             last_id: from.map(str::to_owned),
             comments: 0,
         })
+    }
+}
+
+/// Milliseconds since the Unix epoch on this machine's clock: the time a
+/// signed request is stamped with (nodes accept it within a few minutes of
+/// theirs).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `path?limit=N[&before=ID]`.
+fn page_path(path: &str, limit: usize, before: Option<PostId>) -> String {
+    match before {
+        None => format!("{path}?limit={limit}"),
+        Some(b) => format!("{path}?limit={limit}&before={b}"),
+    }
+}
+
+/// `request` with the JSON body `{"at_ms", "signature"}` of `action` signed
+/// now by `key`; unchanged (no body) without a key.
+fn signed_body(
+    request: reqwest::RequestBuilder,
+    action: &Action<'_>,
+    key: Option<&Keypair>,
+) -> reqwest::RequestBuilder {
+    match key {
+        None => request,
+        Some(key) => {
+            let at_ms = now_ms();
+            let signature = signing::signature_to_hex(&action.sign(key, at_ms));
+            request.json(&json!({"at_ms": at_ms, "signature": signature}))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: StatusCode, json: Value) -> Answer {
+        Answer {
+            url: "http://node/api/v0/p".into(),
+            status,
+            json,
+            token: None,
+        }
+    }
+
+    #[test]
+    fn a_slowdown_answer_is_its_own_error() {
+        let e = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "SLOWDOWN", "retry_after_ms": 420,
+                   "error": "node overloaded, retry in 420 ms", "body": null}),
+        )
+        .ok_body()
+        .unwrap_err();
+        assert!(matches!(e, ClientError::SlowDown { .. }), "{e:?}");
+        assert_eq!(e.retry_after_ms(), Some(420));
+        assert_eq!(e.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(e.message(), Some("node overloaded, retry in 420 ms"));
+        assert_eq!(
+            e.to_string(),
+            "http://node/api/v0/p: node overloaded, retry in 420 ms"
+        );
+        // Without a hint, a default wait.
+        let e = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "SLOWDOWN"}),
+        )
+        .ok_body()
+        .unwrap_err();
+        assert_eq!(e.retry_after_ms(), Some(DEFAULT_RETRY_AFTER_MS));
+    }
+
+    #[test]
+    fn other_unavailability_stays_a_refusal() {
+        let e = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "ERROR", "error": "node is shutting down", "body": null}),
+        )
+        .ok_body()
+        .unwrap_err();
+        assert!(matches!(e, ClientError::Refused { .. }), "{e:?}");
+        assert_eq!(e.retry_after_ms(), None);
+        assert_eq!(e.message(), Some("node is shutting down"));
     }
 }

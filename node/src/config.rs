@@ -27,6 +27,10 @@ pub const CONFIG_FILE: &str = "hearsay.toml";
 /// Prefix of the environment variable of every key.
 pub const ENV_PREFIX: &str = "HEARSAY_";
 
+/// Largest `client_queue`: a queue deeper than this only turns overload
+/// into latency (and memory) instead of a prompt 503 SLOWDOWN.
+pub const MAX_CLIENT_QUEUE: usize = 1 << 16;
+
 /// A configuration error, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -189,6 +193,13 @@ pub const KEYS: &[Key] = &[
         help: "Interval of the event stream's keep-alive comments",
         example: "5000",
     },
+    Key {
+        name: "client_queue",
+        kind: Kind::Number,
+        value_name: "N",
+        help: "Client requests (HTTP) queued for the core at most; beyond it the API answers 503 SLOWDOWN",
+        example: "64",
+    },
 ];
 
 impl Key {
@@ -242,6 +253,10 @@ pub struct Config {
     pub events_stall_ms: u64,
     /// Interval of the event stream's keep-alive comments.
     pub events_keepalive_ms: u64,
+    /// Capacity of the client queue (HTTP requests waiting for the core).
+    /// When it is full the API answers 503 SLOWDOWN at once rather than
+    /// letting latency grow without bound; peers have their own queue.
+    pub client_queue: usize,
 }
 
 impl Default for Config {
@@ -263,6 +278,7 @@ impl Default for Config {
             events_buffer: 512,
             events_stall_ms: 5_000,
             events_keepalive_ms: 15_000,
+            client_queue: crate::core::CLIENT_QUEUE,
         }
     }
 }
@@ -282,6 +298,7 @@ pub struct Settings {
     pub cache_docs: usize,
     pub checkpoint_interval: Duration,
     pub events: crate::events::StreamConfig,
+    pub client_queue: usize,
 }
 
 fn multiaddrs(key: &'static str, list: &[String]) -> Result<Vec<Multiaddr>, ConfigError> {
@@ -417,6 +434,12 @@ impl Config {
         if self.events_keepalive_ms < 100 {
             return Err(invalid("events_keepalive_ms", "must be at least 100"));
         }
+        if !(1..=MAX_CLIENT_QUEUE).contains(&self.client_queue) {
+            return Err(invalid(
+                "client_queue",
+                format!("must be from 1 to {MAX_CLIENT_QUEUE}"),
+            ));
+        }
         Ok(Settings {
             data_dir: data_dir.to_path_buf(),
             listen,
@@ -434,6 +457,7 @@ impl Config {
                 stall: Duration::from_millis(self.events_stall_ms),
                 keepalive: Duration::from_millis(self.events_keepalive_ms),
             },
+            client_queue: self.client_queue,
         })
     }
 }
@@ -465,6 +489,11 @@ mod tests {
                 Box::new(|c| c.join = vec!["/ip4/127.0.0.1/tcp/1".into()]),
             ),
             ("sync_interval_ms", Box::new(|c| c.sync_interval_ms = 0)),
+            ("client_queue", Box::new(|c| c.client_queue = 0)),
+            (
+                "client_queue",
+                Box::new(|c| c.client_queue = MAX_CLIENT_QUEUE + 1),
+            ),
         ];
         for (key, break_it) in cases {
             let mut c = Config::default();

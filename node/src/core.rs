@@ -43,15 +43,17 @@ use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hearsay_crdt::{
-    Delta, ErrorKind, Keypair, NewPost, NodeId, Post, PostId, Profile, Replica, ReplicaConfig,
-    UserName, Verdict, VersionVector,
+    Action, Delta, ErrorKind, Keypair, NewPost, NodeId, Post, PostId, PostSignature, Profile,
+    Replica, ReplicaConfig, UserName, Verdict, VersionVector,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::metrics::{Metrics, Source, SourceLabels};
+use crate::metrics::{Metrics, Refusal, Source, SourceLabels};
+use crate::signed::{ReplayGuard, Unfit, UserProof, check_clock};
 use crate::store::{PageLimit, Store, StoreDocs};
 
-/// Capacity of the client queue (HTTP API); beyond it the API answers 503.
+/// Default capacity of the client queue (HTTP API; config key
+/// `client_queue`); beyond it the API answers 503 SLOWDOWN.
 pub const CLIENT_QUEUE: usize = 1024;
 /// Capacity of the peer queue (network); beyond it a message is ignored and
 /// left to anti-entropy.
@@ -77,6 +79,14 @@ pub enum CoreError {
     /// The command is not valid for its arguments or the current state (400).
     #[error("{0}")]
     Invalid(String),
+    /// The command clashes with what exists: a name held by another key, a
+    /// post id taken, a signed request already used (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The node cannot take this command now, though nothing is wrong with
+    /// it; retry later (503).
+    #[error("{0}")]
+    Busy(String),
     /// Something inside the node broke: storage, automerge (500).
     #[error("internal error: {0}")]
     Internal(String),
@@ -122,8 +132,15 @@ pub struct CoreConfig {
 }
 
 /// A local write.
+///
+/// The unsigned writes are refused where a key must sign (see
+/// [`crate::signed`]): a post under a name with a registered key, an edit or
+/// delete of a signed post, a follow or unfollow by a user with a key. A
+/// follow already in place, an unfollow of someone not followed, a profile
+/// change already made and a claim of a held name write nothing.
 #[derive(Debug, Clone)]
 pub enum Write {
+    /// An unsigned post (the node makes its id).
     CreatePost(NewPost),
     /// Replaces `delete` characters at `pos` of the body with `insert`.
     EditPost {
@@ -148,6 +165,42 @@ pub enum Write {
         user: UserName,
         display_name: Option<String>,
         public_key: Option<NodeId>,
+    },
+    /// A post its author signed under a client-made id. Refused when the
+    /// key is not the one bound to the author's name, when the id's time is
+    /// outside the clock window, when the id exists, or when the signature
+    /// does not verify (see [`crate::signed`]).
+    CreateSignedPost {
+        new: NewPost,
+        signature: PostSignature,
+    },
+    /// `user` follows (`follow: true`) or unfollows `whom`, signed by the
+    /// key bound to `user` (the profile's `public_key`).
+    SignedFollow {
+        user: UserName,
+        whom: UserName,
+        follow: bool,
+        proof: UserProof,
+    },
+    /// [`Write::EditPost`] signed by the post's author key.
+    SignedEdit {
+        id: PostId,
+        pos: usize,
+        delete: usize,
+        insert: String,
+        proof: UserProof,
+    },
+    /// [`Write::DeletePost`] signed by the post's author key.
+    SignedDelete {
+        id: PostId,
+        proof: UserProof,
+    },
+    /// Binds `user` to `key` when the profile holds no key yet, and answers
+    /// the profile as it then stands (whoever holds it): first come on this
+    /// node (see [`crate::names`]).
+    ClaimName {
+        user: UserName,
+        key: NodeId,
     },
 }
 
@@ -285,6 +338,8 @@ pub struct CoreState<S: Store> {
     /// Whether the store was written since the last commit.
     dirty: bool,
     durable: VersionVector,
+    /// Signed actions accepted within the clock window (replay refusal).
+    replays: ReplayGuard,
 }
 
 impl<S: Store> std::fmt::Debug for CoreState<S> {
@@ -370,6 +425,7 @@ impl<S: Store> CoreState<S> {
             staged_writes: 0,
             dirty: false,
             durable,
+            replays: ReplayGuard::default(),
         })
     }
 
@@ -383,9 +439,55 @@ impl<S: Store> CoreState<S> {
         if let Some(f) = &self.failed {
             return Err(CoreError::Failed(f.clone()));
         }
+        // A signed action used by this write: remembered once it succeeded.
+        let mut used: Option<UserProof> = None;
         let (written, deltas) = match op {
             Write::CreatePost(new) => {
+                if let Some(key) = self.bound_key(&new.author)? {
+                    return Err(self.refused(
+                        Refusal::Unsigned,
+                        CoreError::Invalid(format!(
+                            "user {} has a registered key ({key}): posts under that name must be signed (fields id, author_key, signature), or posted without an author",
+                            new.author
+                        )),
+                    ));
+                }
                 let (post, deltas) = self.replica.create_post(&new, None, now_ms)?;
+                (Written::Post(post), deltas)
+            }
+            Write::CreateSignedPost { new, signature } => {
+                let id = signature.id;
+                match self.bound_key(&new.author)? {
+                    Some(key) if key == signature.author_key => {}
+                    Some(key) => {
+                        let e = format!(
+                            "field `author_key` {} is not the key registered for user {} ({key})",
+                            signature.author_key, new.author
+                        );
+                        return Err(self.refused(Refusal::WrongKey, CoreError::Invalid(e)));
+                    }
+                    None => {
+                        let e = format!(
+                            "user {} has no registered key to check the signature against: register the name with this key first (POST /api/v0/users)",
+                            new.author
+                        );
+                        return Err(self.refused(Refusal::Unregistered, CoreError::Invalid(e)));
+                    }
+                }
+                check_clock("the post id's time", id.created_at_ms(), now_ms)
+                    .map_err(|e| self.refused(Refusal::Clock, CoreError::Invalid(e)))?;
+                if self.replica.post(id)?.is_some() {
+                    let e = format!("post {id} already exists: a signed post is created once");
+                    return Err(self.refused(Refusal::Replay, CoreError::Conflict(e)));
+                }
+                let (post, deltas) =
+                    self.replica
+                        .create_post(&new, Some(&signature), now_ms)
+                        .map_err(|e| match e.kind() {
+                            ErrorKind::BadSignature => self
+                                .refused(Refusal::BadSignature, CoreError::Invalid(e.to_string())),
+                            _ => e.into(),
+                        })?;
                 (Written::Post(post), deltas)
             }
             Write::EditPost {
@@ -394,34 +496,120 @@ impl<S: Store> CoreState<S> {
                 delete,
                 insert,
             } => {
-                self.require_post(id)?;
+                let post = self.require_post(id)?;
+                self.require_unsigned(&post, "an edit")?;
                 let delta = self.replica.edit_post(id, pos, delete, &insert, now_ms)?;
                 (Written::Post(self.require_post(id)?), vec![delta])
             }
+            Write::SignedEdit {
+                id,
+                pos,
+                delete,
+                insert,
+                proof,
+            } => {
+                let post = self.require_post(id)?;
+                let key = self.author_key(&post, "an edit")?;
+                let action = Action::Edit {
+                    post: id,
+                    pos: pos as u64,
+                    delete: delete as u64,
+                    insert: &insert,
+                };
+                self.check_proof(&action, &key, &proof, now_ms)?;
+                let delta = self.replica.edit_post(id, pos, delete, &insert, now_ms)?;
+                used = Some(proof);
+                (Written::Post(self.require_post(id)?), vec![delta])
+            }
             Write::DeletePost(id) => {
-                self.require_post(id)?;
+                let post = self.require_post(id)?;
+                self.require_unsigned(&post, "a delete")?;
                 let delta = self.replica.delete_post(id, now_ms)?;
                 (Written::Post(self.require_post(id)?), vec![delta])
             }
+            Write::SignedDelete { id, proof } => {
+                let post = self.require_post(id)?;
+                let key = self.author_key(&post, "a delete")?;
+                self.check_proof(&Action::Delete { post: id }, &key, &proof, now_ms)?;
+                let delta = self.replica.delete_post(id, now_ms)?;
+                used = Some(proof);
+                (Written::Post(self.require_post(id)?), vec![delta])
+            }
+            Write::SignedFollow {
+                user,
+                whom,
+                follow,
+                proof,
+            } => {
+                let Some(key) = self.bound_key(&user)? else {
+                    let e = format!(
+                        "user {user} has no registered key to check the signature against: register the name first (POST /api/v0/users), or send the request unsigned"
+                    );
+                    return Err(self.refused(Refusal::Unregistered, CoreError::Invalid(e)));
+                };
+                let action = if follow {
+                    Action::Follow {
+                        user: &user,
+                        whom: &whom,
+                    }
+                } else {
+                    Action::Unfollow {
+                        user: &user,
+                        whom: &whom,
+                    }
+                };
+                self.check_proof(&action, &key, &proof, now_ms)?;
+                used = Some(proof);
+                self.set_follow(&user, &whom, follow, now_ms)?
+            }
+            Write::ClaimName { user, key } => {
+                let profile = self.replica.profile(&user)?;
+                if profile.public_key.is_some() {
+                    // Held already (by this key or another): nothing to write.
+                    (Written::Profile(profile), Vec::new())
+                } else {
+                    let delta = self.replica.set_profile(&user, None, Some(key), now_ms)?;
+                    (Written::Profile(self.replica.profile(&user)?), vec![delta])
+                }
+            }
             Write::Follow { user, whom } => {
-                let delta = self.replica.follow(&user, &whom, now_ms)?;
-                (Written::Profile(self.replica.profile(&user)?), vec![delta])
+                self.require_unregistered(&user, "a follow")?;
+                self.set_follow(&user, &whom, true, now_ms)?
             }
             Write::Unfollow { user, whom } => {
-                let delta = self.replica.unfollow(&user, &whom, now_ms)?;
-                (Written::Profile(self.replica.profile(&user)?), vec![delta])
+                self.require_unregistered(&user, "an unfollow")?;
+                self.set_follow(&user, &whom, false, now_ms)?
             }
             Write::SetProfile {
                 user,
                 display_name,
                 public_key,
             } => {
-                let delta =
-                    self.replica
-                        .set_profile(&user, display_name.as_deref(), public_key, now_ms)?;
-                (Written::Profile(self.replica.profile(&user)?), vec![delta])
+                let profile = self.replica.profile(&user)?;
+                let unchanged = (display_name.is_some() || public_key.is_some())
+                    && display_name
+                        .as_ref()
+                        .is_none_or(|d| profile.display_name.as_ref() == Some(d))
+                    && public_key.is_none_or(|k| profile.public_key == Some(k));
+                if unchanged {
+                    (Written::Profile(profile), Vec::new())
+                } else {
+                    let delta = self.replica.set_profile(
+                        &user,
+                        display_name.as_deref(),
+                        public_key,
+                        now_ms,
+                    )?;
+                    (Written::Profile(self.replica.profile(&user)?), vec![delta])
+                }
             }
         };
+        if deltas.is_empty() {
+            // Already so (a follow in place, a profile unchanged, a name
+            // held): nothing to write, nothing to remember. The answer still
+            // waits for the batch's flush, so its token covers what it read.
+            return Ok(written);
+        }
         if let Err(e) = self.store.append(&deltas) {
             let e = CoreError::from(e);
             self.fail(&e);
@@ -436,6 +624,9 @@ impl<S: Store> CoreState<S> {
         self.staged.extend(deltas);
         self.staged_writes += 1;
         self.dirty = true;
+        if let Some(proof) = used {
+            self.replays.remember(proof.signature, proof.at_ms);
+        }
         Ok(written)
     }
 
@@ -443,6 +634,114 @@ impl<S: Store> CoreState<S> {
         self.replica
             .post(id)?
             .ok_or_else(|| CoreError::NotFound(format!("no post {id}")))
+    }
+
+    /// Counts a refusal by the user-key rules and passes the error on.
+    fn refused(&self, reason: Refusal, e: CoreError) -> CoreError {
+        self.metrics.refuse(reason);
+        e
+    }
+
+    /// Follows (`follow`) or unfollows `whom`. Idempotent: a follow already
+    /// in place, or an unfollow of someone not followed, writes nothing and
+    /// answers the profile as it is.
+    fn set_follow(
+        &mut self,
+        user: &UserName,
+        whom: &UserName,
+        follow: bool,
+        now_ms: u64,
+    ) -> Result<(Written, Vec<Delta>), CoreError> {
+        let profile = self.replica.profile(user)?;
+        if user != whom && profile.follows.contains(whom) == follow {
+            return Ok((Written::Profile(profile), Vec::new()));
+        }
+        let delta = if follow {
+            self.replica.follow(user, whom, now_ms)?
+        } else {
+            self.replica.unfollow(user, whom, now_ms)?
+        };
+        Ok((Written::Profile(self.replica.profile(user)?), vec![delta]))
+    }
+
+    /// The key bound to `user`: the profile's `public_key`, where the name
+    /// registry records a granted claim ([`crate::names`]).
+    fn bound_key(&mut self, user: &UserName) -> Result<Option<NodeId>, CoreError> {
+        Ok(self.replica.profile(user)?.public_key)
+    }
+
+    /// Refuses an unsigned `what` (follow, unfollow) by a user with a key.
+    fn require_unregistered(&mut self, user: &UserName, what: &str) -> Result<(), CoreError> {
+        match self.bound_key(user)? {
+            None => Ok(()),
+            Some(key) => Err(self.refused(
+                Refusal::Unsigned,
+                CoreError::Invalid(format!(
+                    "user {user} has a registered key ({key}): {what} must be signed by it (JSON body {{\"at_ms\", \"signature\"}})"
+                )),
+            )),
+        }
+    }
+
+    /// Refuses an unsigned `what` (edit, delete) of a signed post.
+    fn require_unsigned(&self, post: &Post, what: &str) -> Result<(), CoreError> {
+        match post.author_key {
+            None => Ok(()),
+            Some(key) => Err(self.refused(
+                Refusal::Unsigned,
+                CoreError::Invalid(format!(
+                    "post {} is signed by its author: {what} must be signed by key {key} (fields at_ms and signature)",
+                    post.id
+                )),
+            )),
+        }
+    }
+
+    /// The key that must sign `what` (edit, delete) of `post`.
+    fn author_key(&self, post: &Post, what: &str) -> Result<NodeId, CoreError> {
+        post.author_key.ok_or_else(|| {
+            self.refused(
+                Refusal::Unregistered,
+                CoreError::Invalid(format!(
+                    "post {} is not signed, so there is no author key to check {what} against: send it without a signature",
+                    post.id
+                )),
+            )
+        })
+    }
+
+    /// Checks a user's signature of `action` by `key`: the time within the
+    /// clock window, the signature, and no earlier use on this node.
+    fn check_proof(
+        &mut self,
+        action: &Action<'_>,
+        key: &NodeId,
+        proof: &UserProof,
+        now_ms: u64,
+    ) -> Result<(), CoreError> {
+        check_clock("`at_ms`", proof.at_ms, now_ms)
+            .map_err(|e| self.refused(Refusal::Clock, CoreError::Invalid(e)))?;
+        if !action.verify(key, proof.at_ms, &proof.signature) {
+            return Err(self.refused(
+                Refusal::BadSignature,
+                CoreError::Invalid(format!(
+                    "the signature does not verify with key {key} for this request"
+                )),
+            ));
+        }
+        match self.replays.check(&proof.signature, now_ms) {
+            Ok(()) => Ok(()),
+            Err(Unfit::Replayed) => Err(self.refused(
+                Refusal::Replay,
+                CoreError::Conflict(
+                    "this signed request was already applied on this node: sign it again with a new at_ms"
+                        .into(),
+                ),
+            )),
+            Err(Unfit::Full) => Err(CoreError::Busy(
+                "too many signed requests within the clock window; retry shortly".into(),
+            )),
+        }
     }
 
     /// The post `id` and the one before it in the public timeline.

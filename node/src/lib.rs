@@ -7,9 +7,13 @@
 //!   async reactor; writes are made durable in groups (one flush per batch).
 //! - [`net`]: one task owning the libp2p swarm: gossipsub push, request-response
 //!   anti-entropy, identify, ping, kad discovery, join redials.
-//! - [`api`]: the axum HTTP API, which talks to the core by command; with
-//!   it, [`mesh`] (the node and the peers it knows) and [`web`] (the page at
-//!   `/`, live timeline and mesh, embedded in the binary).
+//! - [`api`]: the axum HTTP API, which talks to the core by command
+//!   ([`feeds`]: its Atom feeds; [`mesh`]: the node and the peers it knows;
+//!   [`web`]: the page at `/`, live timeline and mesh, embedded in the
+//!   binary).
+//!
+//! Users: [`names`] binds user names to keys (the [`names::NameRegistry`]
+//! trait), and [`signed`] holds the rules for writes signed by user keys.
 //!
 //! [`node::run`] wires them together from validated [`config::Settings`].
 //!
@@ -22,11 +26,14 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod events;
+pub mod feeds;
 pub mod launch;
 pub mod mesh;
 pub mod metrics;
+pub mod names;
 pub mod net;
 pub mod node;
+pub mod signed;
 pub mod store;
 pub mod tokens;
 pub mod web;

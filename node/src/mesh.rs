@@ -100,7 +100,7 @@ pub fn view(state: &ApiState) -> Mesh {
             region: info.region.clone(),
             revision,
             token,
-            http: info.http.clone(),
+            http: info.http.to_string(),
         },
         peers,
     }

@@ -22,6 +22,33 @@ pub enum Source {
     Sync,
 }
 
+/// Why a client write was refused by the user-key rules (see
+/// [`crate::signed`]): a fixed, small set.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Refusal {
+    /// A user's signature that does not verify (a forgery, or a changed
+    /// request).
+    BadSignature,
+    /// A valid signature by a key that is not the one registered for the
+    /// name, or not the post's author key.
+    WrongKey,
+    /// No signature where the name (or the post) has a key.
+    Unsigned,
+    /// A signature for a name that has no registered key to check it with.
+    Unregistered,
+    /// A client time (post id, `at_ms`) outside the clock window.
+    Clock,
+    /// A signed request already used, or a client-made post id that exists.
+    Replay,
+    /// A name registered with another key.
+    NameTaken,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub reason: Refusal,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
     /// [`ErrorKind::as_str`]: a fixed, small set.
@@ -80,6 +107,8 @@ pub struct Metrics {
     pub events_sent: Counter,
     /// Event streams cut because their consumer fell behind.
     pub event_streams_lagged: Counter,
+    /// Client writes refused by the user-key rules, by reason.
+    pub user_refusals: Family<RefusalLabels, Counter>,
     registry: Arc<std::sync::Mutex<Registry>>,
 }
 
@@ -109,6 +138,7 @@ impl Metrics {
             event_streams: Gauge::default(),
             events_sent: Counter::default(),
             event_streams_lagged: Counter::default(),
+            user_refusals: Family::default(),
             registry: Arc::default(),
         };
         let r = registry.sub_registry_with_prefix("hearsay");
@@ -202,6 +232,11 @@ impl Metrics {
             "Event streams cut because their consumer fell behind",
             m.event_streams_lagged.clone(),
         );
+        r.register(
+            "user_refusals",
+            "Client writes refused by the user-key rules (signatures, keys, clock window, replays, names), by reason",
+            m.user_refusals.clone(),
+        );
         let (lat, lon) = geo.map_or((String::new(), String::new()), |g| {
             (g.lat.to_string(), g.lon.to_string())
         });
@@ -239,6 +274,13 @@ impl Metrics {
                 kind: kind.as_str(),
                 source,
             })
+            .inc();
+    }
+
+    /// Counts one client write refused by the user-key rules.
+    pub fn refuse(&self, reason: Refusal) {
+        self.user_refusals
+            .get_or_create(&RefusalLabels { reason })
             .inc();
     }
 

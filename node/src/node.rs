@@ -15,10 +15,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, ApiState, NodeInfo};
 use crate::config::Settings;
-use crate::core::{
-    CLIENT_QUEUE, ClientCommand, CoreConfig, CoreError, CoreState, PEER_QUEUE, Queues, run_core,
-};
+use crate::core::{ClientCommand, CoreConfig, CoreError, CoreState, PEER_QUEUE, Queues, run_core};
 use crate::metrics::Metrics;
+use crate::names::MeshRegistry;
 use crate::net::{self, Announce, NetParts};
 use crate::store::SledStore;
 
@@ -84,7 +83,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     };
     let store = core.store().clone();
     let log: crate::events::Log = Arc::new(store.clone());
-    let (client_tx, client_rx) = mpsc::channel(CLIENT_QUEUE);
+    let (client_tx, client_rx) = mpsc::channel(settings.client_queue);
     let (peer_tx, peer_rx) = mpsc::channel(PEER_QUEUE);
     let (event_tx, event_rx) = mpsc::channel(CORE_EVENTS);
     let (core_status_tx, core_status) = watch::channel(core.status());
@@ -157,16 +156,18 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         })
     };
 
+    let names = Arc::new(MeshRegistry::new(client_tx.clone(), metrics.clone()));
     let state = ApiState {
         core: client_tx,
+        names,
         core_status,
         net_status,
         metrics,
         info: Arc::new(NodeInfo {
             peer_id: peer_id.to_string(),
+            http: http_addr,
             region: settings.region.clone(),
             geo: settings.geo,
-            http: http_addr.to_string(),
             started: Instant::now(),
         }),
         log,

@@ -11,7 +11,8 @@
 //!
 //! The check is one middleware over every `GET` route, so no handler can
 //! forget it; it also stamps each read with [`TOKEN_HEADER`], the node's
-//! durable head when the read was answered.
+//! durable head when the read began: the answer covers at least that, so it
+//! is a safe resume point for an event stream that follows the read.
 
 use std::time::{Duration, Instant};
 
@@ -140,12 +141,15 @@ pub async fn read_your_writes(
                 .into_response();
         }
     }
+    // Taken before the read: the read sees at least this (the durable vector
+    // only grows, and reads see everything applied), so a stream started
+    // `from` this token misses nothing the answer lacks (it may repeat some).
+    let head = state.core_status.borrow().version_vector.to_token();
     let mut response = next.run(request).await;
-    if !response.headers().contains_key(TOKEN_HEADER) {
-        let head = state.core_status.borrow().version_vector.to_token();
-        if let Ok(value) = HeaderValue::from_str(&head) {
-            response.headers_mut().insert(TOKEN_HEADER, value);
-        }
+    if !response.headers().contains_key(TOKEN_HEADER)
+        && let Ok(value) = HeaderValue::from_str(&head)
+    {
+        response.headers_mut().insert(TOKEN_HEADER, value);
     }
     response
 }

@@ -136,6 +136,7 @@ async fn asset(Path(file): Path<String>, request: HeaderMap) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -151,15 +152,19 @@ mod tests {
     fn app() -> Router {
         let (core, _) = mpsc::channel(1);
         let state = ApiState {
-            core,
+            core: core.clone(),
+            names: Arc::new(crate::names::MeshRegistry::new(
+                core,
+                Metrics::new("test", None),
+            )),
             core_status: watch::channel(Default::default()).1,
             net_status: watch::channel(Default::default()).1,
             metrics: Metrics::new("test", None),
             info: Arc::new(NodeInfo {
                 peer_id: "12D3KooWtest".into(),
+                http: SocketAddr::from(([127, 0, 0, 1], 8080)),
                 region: "test".into(),
                 geo: None,
-                http: "127.0.0.1:8080".into(),
                 started: Instant::now(),
             }),
             log: Arc::new(crate::store::MemoryStore::default()),

@@ -1,14 +1,12 @@
 // The hearsay node page: the live public timeline (or one post, at
 // /p/{id}), a form to post, edit and delete, and the mesh.
 //
-// Data flow. The resume token is read from GET /api/v0/stats BEFORE the
-// posts are listed, then the event stream is opened from it: every change
-// after the token is replayed, so nothing can fall between the list and the
-// stream (a change the list already shows only updates its card; events
-// carry the whole current post, so applying one twice is harmless). The
-// list's own X-Hearsay-Token is not used: it is stamped once the read has
-// been answered, so it can cover a change that landed in between and that
-// the list does not show.
+// Data flow. The posts are listed, then the event stream is opened from
+// the list's X-Hearsay-Token (the node's head taken before the read), so
+// nothing falls between the list and the stream. Without that header, the
+// token of GET /api/v0/stats, read BEFORE the list, serves: the stream then
+// replays a little of what the list shows, which only updates those cards
+// (events carry the whole current post, so applying one twice is harmless).
 // The browser resumes a dropped stream by itself with Last-Event-Id; when it
 // gives up (an error answer while the node restarts), the page reopens the
 // stream from the last token it saw. `lagged` reopens from the event's
@@ -51,6 +49,11 @@
 
   // One request in the JSON envelope; resolves to its body, throws ApiError.
   async function api(method, path, payload) {
+    return (await request(method, path, payload)).body;
+  }
+
+  // Like api(), with the answer's X-Hearsay-Token (null without one).
+  async function request(method, path, payload) {
     const init = { method, headers: { Accept: 'application/json' }, cache: 'no-store' };
     if (payload !== undefined) {
       init.headers['Content-Type'] = 'application/json';
@@ -72,7 +75,7 @@
       const message = (json && json.error) || `HTTP ${response.status}`;
       throw new ApiError(message, response.status);
     }
-    return json.body;
+    return { body: json.body, token: response.headers.get('X-Hearsay-Token') };
   }
 
   // ---- small DOM helpers ------------------------------------------------------
@@ -380,23 +383,26 @@
     closeStream();
     try {
       const stats = await api('GET', '/stats');
+      let from = stats.token;
       if (permalink) {
         try {
-          const found = await api('GET', `/p/${encodeURIComponent(permalink)}`);
-          upsert(found.post);
-          document.title = `Post by ${found.post.author} · hearsay`;
+          const found = await request('GET', `/p/${encodeURIComponent(permalink)}`);
+          upsert(found.body.post);
+          document.title = `Post by ${found.body.post.author} · hearsay`;
+          from = found.token || from;
         } catch (e) {
           if (e.status !== 404 && e.status !== 400) throw e;
           notice(`No post ${permalink} on this node (yet).`);
         }
       } else {
-        const list = await api('GET', `/p?limit=${LIST_LIMIT}`);
-        for (const post of list) upsert(post);
+        const list = await request('GET', `/p?limit=${LIST_LIMIT}`);
+        for (const post of list.body) upsert(post);
+        from = list.token || from;
       }
       $('empty').hidden = shown.size > 0 || !!permalink;
       loaded = true;
       document.body.dataset.loaded = '1';
-      openStream(stats.token);
+      openStream(from);
     } catch (e) {
       notice(`Cannot reach the node: ${e.message}. Retrying…`);
       retryLater(load);

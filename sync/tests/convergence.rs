@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use hearsay_crdt::{
-    Delta, Error, Keypair, MemoryDocs, NewPost, NodeId, PostId, Replica, ReplicaConfig, UserName,
-    Verdict, VersionVector,
+    Delta, Error, Keypair, MemoryDocs, NewPost, NodeId, PostId, PostSignature, Replica,
+    ReplicaConfig, UserName, Verdict, VersionVector,
 };
 use hearsay_sync::{Command, Event, RequestId, SyncMachine};
 #[path = "../../crdt/tests/common/mod.rs"]
@@ -311,9 +311,16 @@ impl World {
                     body: body.clone(),
                     reply_to,
                 };
-                let key = signed.then(|| user_key(a));
+                // A signed post carries the id its author made (a client
+                // id: the time and bytes that differ per post).
+                let signature = signed.then(|| {
+                    let mut random = [0u8; 10];
+                    random[..8].copy_from_slice(&(self.posts.len() as u64).to_be_bytes());
+                    let id = PostId::client(self.now, random);
+                    PostSignature::sign(&user_key(a), id, &new)
+                });
                 let (post, deltas) = self.replicas[at]
-                    .create_post(&new, key.as_ref(), self.now)
+                    .create_post(&new, signature.as_ref(), self.now)
                     .unwrap();
                 assert_eq!(deltas.len(), 3);
                 assert_eq!(post.body, *body);

@@ -504,3 +504,406 @@ fn an_acknowledgement_carries_the_durable_token_covering_the_write() {
         other => panic!("a follow answers with the profile, got {other:?}"),
     }
 }
+
+// ---- user keys: registration, signed posts, follows, edits ----------------
+
+mod user_keys {
+    use hearsay_crdt::{Action, PostSignature};
+
+    use super::*;
+    use crate::metrics::{Refusal, RefusalLabels};
+    use crate::signed::{CLOCK_WINDOW_MS, UserProof};
+
+    fn name(s: &str) -> UserName {
+        UserName::new(s).unwrap()
+    }
+
+    fn refusals(core: &CoreState<MemoryStore>, reason: Refusal) -> u64 {
+        core.metrics
+            .user_refusals
+            .get_or_create(&RefusalLabels { reason })
+            .get()
+    }
+
+    /// A core where `ann` is registered with the returned key.
+    fn with_ann() -> (CoreState<MemoryStore>, Keypair) {
+        let mut core = open(MemoryStore::default(), 1);
+        let ann = Keypair::from_secret([0xa1; 32]);
+        core.write(
+            Write::ClaimName {
+                user: name("ann"),
+                key: ann.id(),
+            },
+            T0,
+        )
+        .unwrap();
+        core.commit().unwrap();
+        (core, ann)
+    }
+
+    fn signed_post(key: &Keypair, body: &str, at_ms: u64) -> Write {
+        let new = new_post(body);
+        let signature = PostSignature::sign(key, PostId::generate(at_ms), &new);
+        Write::CreateSignedPost { new, signature }
+    }
+
+    fn follow_proof(key: &Keypair, follow: bool, whom: &str, at_ms: u64) -> Write {
+        let (user, whom) = (name("ann"), name(whom));
+        let action = if follow {
+            Action::Follow {
+                user: &user,
+                whom: &whom,
+            }
+        } else {
+            Action::Unfollow {
+                user: &user,
+                whom: &whom,
+            }
+        };
+        let proof = UserProof {
+            at_ms,
+            signature: action.sign(key, at_ms),
+        };
+        Write::SignedFollow {
+            user,
+            whom,
+            follow,
+            proof,
+        }
+    }
+
+    #[test]
+    fn a_signed_post_needs_the_registered_key_a_fresh_id_and_a_true_signature() {
+        let (mut core, ann) = with_ann();
+        let write = signed_post(&ann, "signed", T0);
+        let post = core.write(write.clone(), T0).unwrap().into_post().unwrap();
+        assert!(post.signed);
+        assert_eq!(post.author_key, Some(ann.id()));
+        // The same signed post again: refused as a replay (409).
+        assert!(matches!(
+            core.write(write, T0 + 1),
+            Err(CoreError::Conflict(_))
+        ));
+        assert_eq!(refusals(&core, Refusal::Replay), 1);
+
+        // Signed by a key that is not ann's.
+        let mallory = Keypair::from_secret([0x66; 32]);
+        let e = core.write(signed_post(&mallory, "x", T0), T0).unwrap_err();
+        assert!(
+            matches!(&e, CoreError::Invalid(m) if m.contains("not the key registered")),
+            "{e}"
+        );
+        assert_eq!(refusals(&core, Refusal::WrongKey), 1);
+
+        // ann's key, but the signature is over other content: forged.
+        let Write::CreateSignedPost { signature, .. } = signed_post(&ann, "what ann said", T0)
+        else {
+            unreachable!()
+        };
+        let forged = Write::CreateSignedPost {
+            new: new_post("what ann did not say"),
+            signature,
+        };
+        let e = core.write(forged, T0).unwrap_err();
+        assert!(
+            matches!(&e, CoreError::Invalid(m) if m.contains("does not verify")),
+            "{e}"
+        );
+        assert_eq!(refusals(&core, Refusal::BadSignature), 1);
+
+        // An id whose time is far from the node's clock.
+        let e = core
+            .write(signed_post(&ann, "late", T0 - CLOCK_WINDOW_MS - 1), T0)
+            .unwrap_err();
+        assert!(
+            matches!(&e, CoreError::Invalid(m) if m.contains("clock")),
+            "{e}"
+        );
+        let early = signed_post(&ann, "early", T0 + CLOCK_WINDOW_MS + 1);
+        assert!(core.write(early, T0).is_err());
+        assert_eq!(refusals(&core, Refusal::Clock), 2);
+
+        // Unsigned under ann's name: refused. Other names stay open.
+        let e = core
+            .write(Write::CreatePost(new_post("impostor")), T0)
+            .unwrap_err();
+        assert!(
+            matches!(&e, CoreError::Invalid(m) if m.contains("must be signed")),
+            "{e}"
+        );
+        assert_eq!(refusals(&core, Refusal::Unsigned), 1);
+        let bob = NewPost {
+            author: name("bob"),
+            ..new_post("unsigned")
+        };
+        assert!(
+            !core
+                .write(Write::CreatePost(bob), T0)
+                .unwrap()
+                .into_post()
+                .unwrap()
+                .signed
+        );
+        // A signed post for a name nobody registered.
+        let cy_key = Keypair::from_secret([0xc1; 32]);
+        let new = NewPost {
+            author: name("cy"),
+            ..new_post("cy")
+        };
+        let signature = PostSignature::sign(&cy_key, PostId::generate(T0), &new);
+        let e = core
+            .write(Write::CreateSignedPost { new, signature }, T0)
+            .unwrap_err();
+        assert!(
+            matches!(&e, CoreError::Invalid(m) if m.contains("no registered key")),
+            "{e}"
+        );
+        assert_eq!(refusals(&core, Refusal::Unregistered), 1);
+        // Nothing refused was written: one post each for ann and bob.
+        assert_eq!(core.posts(10, None).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_registered_user_follows_only_with_fresh_signatures() {
+        let (mut core, ann) = with_ann();
+        let e = core
+            .write(
+                Write::Follow {
+                    user: name("ann"),
+                    whom: name("bob"),
+                },
+                T0,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&e, CoreError::Invalid(m) if m.contains("must be signed")),
+            "{e}"
+        );
+
+        let follow = follow_proof(&ann, true, "bob", T0);
+        let written = core.write(follow.clone(), T0 + 10).unwrap();
+        let Written::Profile(p) = written else {
+            panic!("a follow answers with the profile")
+        };
+        assert_eq!(p.follows, vec![name("bob")]);
+        // The same request again: a replay.
+        assert!(matches!(
+            core.write(follow, T0 + 20),
+            Err(CoreError::Conflict(_))
+        ));
+        // A follow signed for bob, sent as a follow of cy: does not verify.
+        let Write::SignedFollow { proof, .. } = follow_proof(&ann, true, "bob", T0 + 1) else {
+            unreachable!()
+        };
+        let moved = Write::SignedFollow {
+            user: name("ann"),
+            whom: name("cy"),
+            follow: true,
+            proof,
+        };
+        assert!(matches!(core.write(moved, T0), Err(CoreError::Invalid(_))));
+        // Someone else's key.
+        let other = Keypair::from_secret([0x66; 32]);
+        assert!(
+            core.write(follow_proof(&other, true, "cy", T0), T0)
+                .is_err()
+        );
+        assert_eq!(refusals(&core, Refusal::BadSignature), 2);
+        // Stale.
+        let stale = follow_proof(&ann, true, "cy", T0 - CLOCK_WINDOW_MS - 1);
+        assert!(core.write(stale, T0).is_err());
+        assert_eq!(refusals(&core, Refusal::Clock), 1);
+        // Unfollow, signed.
+        let Written::Profile(p) = core
+            .write(follow_proof(&ann, false, "bob", T0 + 2), T0 + 30)
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(p.follows.is_empty());
+        // A user without a key follows unsigned, and cannot sign.
+        core.write(
+            Write::Follow {
+                user: name("bob"),
+                whom: name("ann"),
+            },
+            T0,
+        )
+        .unwrap();
+        let bob_signed = Write::SignedFollow {
+            user: name("bob"),
+            whom: name("cy"),
+            follow: true,
+            proof: UserProof {
+                at_ms: T0,
+                signature: [0; 64],
+            },
+        };
+        assert!(
+            matches!(core.write(bob_signed, T0), Err(CoreError::Invalid(m)) if m.contains("no registered key"))
+        );
+    }
+
+    #[test]
+    fn a_signed_post_is_edited_and_deleted_only_by_its_author_key() {
+        let (mut core, ann) = with_ann();
+        let post = core
+            .write(signed_post(&ann, "hello", T0), T0)
+            .unwrap()
+            .into_post()
+            .unwrap();
+        let id = post.id;
+        let unsigned = Write::EditPost {
+            id,
+            pos: 0,
+            delete: 0,
+            insert: "x".into(),
+        };
+        assert!(
+            matches!(core.write(unsigned, T0), Err(CoreError::Invalid(m)) if m.contains("must be signed"))
+        );
+        assert!(core.write(Write::DeletePost(id), T0).is_err());
+
+        let edit = |key: &Keypair, at_ms| {
+            let action = Action::Edit {
+                post: id,
+                pos: 5,
+                delete: 0,
+                insert: " world",
+            };
+            Write::SignedEdit {
+                id,
+                pos: 5,
+                delete: 0,
+                insert: " world".into(),
+                proof: UserProof {
+                    at_ms,
+                    signature: action.sign(key, at_ms),
+                },
+            }
+        };
+        let mallory = Keypair::from_secret([0x66; 32]);
+        assert!(core.write(edit(&mallory, T0), T0).is_err());
+        let edited = core
+            .write(edit(&ann, T0 + 1), T0 + 1)
+            .unwrap()
+            .into_post()
+            .unwrap();
+        assert_eq!(edited.body, "hello world");
+        assert!(edited.signed, "the original content is still the author's");
+        // Replayed: not applied twice.
+        assert!(matches!(
+            core.write(edit(&ann, T0 + 1), T0 + 2),
+            Err(CoreError::Conflict(_))
+        ));
+
+        let delete = Action::Delete { post: id };
+        let proof = UserProof {
+            at_ms: T0 + 3,
+            signature: delete.sign(&ann, T0 + 3),
+        };
+        let gone = core
+            .write(Write::SignedDelete { id, proof }, T0 + 3)
+            .unwrap()
+            .into_post()
+            .unwrap();
+        assert!(gone.deleted);
+        assert!(core.posts(10, None).unwrap().is_empty());
+
+        // An unsigned post has no key to check a signed edit against.
+        let bob = NewPost {
+            author: name("bob"),
+            ..new_post("bob's")
+        };
+        let bobs = core
+            .write(Write::CreatePost(bob), T0)
+            .unwrap()
+            .into_post()
+            .unwrap();
+        let proof = UserProof {
+            at_ms: T0,
+            signature: Action::Delete { post: bobs.id }.sign(&ann, T0),
+        };
+        assert!(matches!(
+            core.write(Write::SignedDelete { id: bobs.id, proof }, T0),
+            Err(CoreError::Invalid(m)) if m.contains("not signed")
+        ));
+    }
+
+    #[test]
+    fn follows_and_profile_changes_already_in_place_write_nothing() {
+        let (mut core, ann) = with_ann();
+        let bob = |follow| {
+            let (user, whom) = (name("bob"), name("cy"));
+            if follow {
+                Write::Follow { user, whom }
+            } else {
+                Write::Unfollow { user, whom }
+            }
+        };
+        core.write(bob(true), T0).unwrap();
+        let revision = core.version_vector().sum();
+        for write in [
+            bob(true),
+            bob(false),
+            bob(false),
+            bob(true),
+            Write::SetProfile {
+                user: name("ann"),
+                display_name: None,
+                public_key: Some(ann.id()),
+            },
+        ] {
+            core.write(write, T0).unwrap();
+        }
+        // One unfollow and one follow wrote; the repeats and the key already
+        // held did not.
+        assert_eq!(core.version_vector().sum(), revision + 2);
+        let Written::Profile(p) = core.write(bob(true), T0).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.follows, vec![name("cy")]);
+        // A signed follow already in place: verified, nothing written, and
+        // not remembered (sending it again is not a replay).
+        let follow = follow_proof(&ann, true, "bob", T0);
+        core.write(follow.clone(), T0).unwrap();
+        let revision = core.version_vector().sum();
+        let again = follow_proof(&ann, true, "bob", T0 + 1);
+        core.write(again.clone(), T0 + 1).unwrap();
+        core.write(again, T0 + 2).unwrap();
+        assert_eq!(core.version_vector().sum(), revision);
+        // Following oneself stays refused.
+        assert!(
+            core.write(
+                Write::Follow {
+                    user: name("bob"),
+                    whom: name("bob"),
+                },
+                T0
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_claim_writes_only_for_a_free_name() {
+        let (mut core, ann) = with_ann();
+        let revision = core.version_vector().sum();
+        for key in [ann.id(), Keypair::from_secret([2; 32]).id()] {
+            let Written::Profile(p) = core
+                .write(
+                    Write::ClaimName {
+                        user: name("ann"),
+                        key,
+                    },
+                    T0,
+                )
+                .unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(p.public_key, Some(ann.id()));
+        }
+        assert_eq!(core.version_vector().sum(), revision, "nothing written");
+    }
+}
