@@ -31,7 +31,7 @@
 //!   last event delivered and the stream ends. Memory per stream is the
 //!   buffer and one page of the log, whatever the consumer does.
 //!
-//! The decisions live in [`Cursor`] (no IO); [`produce`] only reads pages,
+//! The decisions live in [`Cursor`] (no IO); `produce` only reads pages,
 //! asks the core for the posts the events name, and sends.
 
 use std::collections::BTreeSet;
