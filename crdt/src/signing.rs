@@ -133,7 +133,16 @@ pub enum Action<'a> {
     Delete { post: PostId },
 }
 
-impl Action<'_> {
+impl<'a> Action<'a> {
+    /// `Follow` when `follow`, else `Unfollow`.
+    pub fn follow(follow: bool, user: &'a UserName, whom: &'a UserName) -> Self {
+        if follow {
+            Action::Follow { user, whom }
+        } else {
+            Action::Unfollow { user, whom }
+        }
+    }
+
     /// The message signed for this action at `at_ms`.
     pub fn message(&self, at_ms: u64) -> Vec<u8> {
         let mut m = ACTION_TAG.to_vec();

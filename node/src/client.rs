@@ -482,10 +482,7 @@ impl Client {
         whom: &UserName,
         key: Option<&Keypair>,
     ) -> Result<Acked<Profile>, ClientError> {
-        let url = self.url(&format!("/api/v0/users/{user}/follows/{whom}"));
-        let action = Action::Follow { user, whom };
-        self.acked(signed_body(self.http.post(url), &action, key))
-            .await
+        self.follow_or_unfollow(true, user, whom, key).await
     }
 
     /// `DELETE /api/v0/users/{user}/follows/{whom}`, signed like
@@ -496,10 +493,24 @@ impl Client {
         whom: &UserName,
         key: Option<&Keypair>,
     ) -> Result<Acked<Profile>, ClientError> {
+        self.follow_or_unfollow(false, user, whom, key).await
+    }
+
+    async fn follow_or_unfollow(
+        &self,
+        follow: bool,
+        user: &UserName,
+        whom: &UserName,
+        key: Option<&Keypair>,
+    ) -> Result<Acked<Profile>, ClientError> {
         let url = self.url(&format!("/api/v0/users/{user}/follows/{whom}"));
-        let action = Action::Unfollow { user, whom };
-        self.acked(signed_body(self.http.delete(url), &action, key))
-            .await
+        let request = if follow {
+            self.http.post(url)
+        } else {
+            self.http.delete(url)
+        };
+        let action = Action::follow(follow, user, whom);
+        self.acked(signed_body(request, &action, key)).await
     }
 
     /// `POST /api/v0/p`: a post by `author`, signed with `key` under an id

@@ -547,17 +547,7 @@ impl<S: Store> CoreState<S> {
                     );
                     return Err(self.refused(Refusal::Unregistered, CoreError::Invalid(e)));
                 };
-                let action = if follow {
-                    Action::Follow {
-                        user: &user,
-                        whom: &whom,
-                    }
-                } else {
-                    Action::Unfollow {
-                        user: &user,
-                        whom: &whom,
-                    }
-                };
+                let action = Action::follow(follow, &user, &whom);
                 self.check_proof(&action, &key, &proof, now_ms)?;
                 used = Some(proof);
                 self.set_follow(&user, &whom, follow, now_ms)?

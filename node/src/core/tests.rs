@@ -549,17 +549,7 @@ mod user_keys {
 
     fn follow_proof(key: &Keypair, follow: bool, whom: &str, at_ms: u64) -> Write {
         let (user, whom) = (name("ann"), name(whom));
-        let action = if follow {
-            Action::Follow {
-                user: &user,
-                whom: &whom,
-            }
-        } else {
-            Action::Unfollow {
-                user: &user,
-                whom: &whom,
-            }
-        };
+        let action = Action::follow(follow, &user, &whom);
         let proof = UserProof {
             at_ms,
             signature: action.sign(key, at_ms),
