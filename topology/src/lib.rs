@@ -1,11 +1,460 @@
 //! hearsay-topology: the IO-less mesh logic of hearsay.
 //!
-//! This crate will hold the peer table built from signed node statuses,
-//! failure detection, degree maintenance and the router score
-//! `s = 1 / (i*replication_delay + j*mean_response_time + k*distance + l*error_rate)`.
-//! Like `hearsay-crdt` it depends on no runtime, socket or clock: time comes
-//! in as arguments, decisions go out as values. Today it provides the
-//! geographic distance the router score uses.
+//! [`Topology`] decides which peers a node keeps links to; [`rank`] decides
+//! which host serves a client. Like `hearsay-crdt` and `hearsay-sync` it
+//! depends on no runtime, socket or clock: events go in with the current
+//! time ([`Topology::handle`]), commands come out, randomness is a seeded
+//! RNG and timers are commands ([`Command::ArmTimer`]). So every rule is
+//! unit-tested by asserting the exact commands it emits.
+//!
+//! What it owns:
+//! - **The peer table** ([`PeerTable`]): the newest [`Status`] of each node
+//!   (newest sender timestamp wins; older and duplicate statuses are
+//!   ignored), bounded, evicting the node silent longest. Statuses are
+//!   verified (signatures, keys) before they get here.
+//! - **Failure detection** ([`Timeouts`]): from the local time the newest
+//!   status arrived, a node is [`State::Alive`], then [`State::Suspect`]
+//!   after `suspect_after_ms`, then [`State::Down`] after `down_after_ms`.
+//!   Changes are reported ([`Command::StateChanged`]) for metrics and logs.
+//! - **Degree maintenance**: while fewer than `degree` links are up or being
+//!   dialled (a Down neighbour does not count), dial replacements from the
+//!   table: Alive before Suspect before Down, then those that relieve an
+//!   articulation point, then the nearest, then in seeded-random order. A
+//!   peer whose dial failed waits out a doubling backoff.
+//! - **Bridge repair**: the neighbour graph is built from the statuses'
+//!   neighbour lists (this node's own edges from its own links); when this
+//!   node is adjacent to an articulation point (a node whose failure would
+//!   split the mesh, found by Tarjan's algorithm, [`articulation_points`])
+//!   it dials an Alive node on another side, at most `max_bridge_links`
+//!   such extra links at a time, one at a time.
+//! - **The router score** ([`score`], [`rank`], [`Weights`]):
+//!   `s = 1 / (i*replication_delay + j*mean_response_time + k*distance + l*error_rate)`
+//!   with haversine distance ([`Geo::distance_km`]).
+//!
+//! ```
+//! use hearsay_topology::{Command, Config, Event, Geo, State, Status, Topology};
+//!
+//! let status = |peer: u32, ts: u64| Status {
+//!     peer,
+//!     http: format!("http://10.0.0.{peer}:8080"),
+//!     region: "eu".into(),
+//!     geo: Some(Geo { lat: 50.0, lon: 8.0 }),
+//!     revision: 0,
+//!     revision_hash: 0,
+//!     mean_response_ms: 2.0,
+//!     error_rate: 0.0,
+//!     replication_delay_p50_ms: 40.0,
+//!     replication_delay_p99_ms: 90.0,
+//!     neighbours: vec![],
+//!     uptime_s: 1,
+//!     timestamp_ms: ts,
+//! };
+//! // Peers are any ordered id (the node uses libp2p's PeerId).
+//! let mut t: Topology<u32> = Topology::new(1, None, Config::default(), 7);
+//! let out = t.handle(0, Event::Status { from: 2, status: status(2, 100) });
+//! assert!(out.contains(&Command::StateChanged { peer: 2, state: State::Alive }));
+//! assert!(out.contains(&Command::Dial { peer: 2, http: "http://10.0.0.2:8080".into() }));
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+mod graph;
+mod score;
+mod table;
+#[cfg(test)]
+mod tests;
+
+pub use graph::{Graph, articulation_points};
+pub use score::{MIN_COST, Ranked, Terms, UNKNOWN_DISTANCE_KM, Weights, rank, score};
+pub use table::{Entry, Insert, MAX_FIGURE_MS, MAX_NEIGHBOURS, PeerTable, State, Timeouts};
+
+/// Milliseconds on a monotonic clock chosen by the caller.
+pub type Millis = u64;
+
+/// What a node's signed status says about it, about once a second. Signing
+/// and verification happen outside this crate; the table takes statuses
+/// already verified.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status<P> {
+    pub peer: P,
+    /// Base URL of its HTTP API, where the router sends clients.
+    pub http: String,
+    pub region: String,
+    pub geo: Option<Geo>,
+    /// Sum of its version vector: rises with every delta it holds.
+    pub revision: u64,
+    /// Short hash of its version vector: equal hashes, same data.
+    pub revision_hash: u64,
+    /// Mean HTTP response time, ms.
+    pub mean_response_ms: f64,
+    /// Share of requests that failed recently, 0..1.
+    pub error_rate: f64,
+    /// Replication delay of the deltas it applied recently, ms.
+    pub replication_delay_p50_ms: f64,
+    pub replication_delay_p99_ms: f64,
+    /// The peers it is connected to, at most [`MAX_NEIGHBOURS`] (longer
+    /// lists are cut on receipt).
+    pub neighbours: Vec<P>,
+    pub uptime_s: u64,
+    /// The sender's clock when it published this status: orders its
+    /// statuses (newest wins). Liveness uses the local receive time.
+    pub timestamp_ms: u64,
+}
+
+/// Tuning of the machine. Defaults are the node's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Links this node keeps up (target degree `c`): with 2 or more, one
+    /// failure degrades the mesh instead of splitting it.
+    pub degree: usize,
+    /// Failure detector thresholds.
+    pub timeouts: Timeouts,
+    /// Most nodes in the peer table.
+    pub max_peers: usize,
+    /// A dial neither connected nor failed after this long has failed.
+    pub dial_timeout_ms: Millis,
+    /// Wait before redialling a peer whose dial failed (doubling on each
+    /// further failure), or whose link was lost.
+    pub backoff_min_ms: Millis,
+    /// Cap of the doubling backoff.
+    pub backoff_max_ms: Millis,
+    /// Most links kept up beyond the degree to get around articulation
+    /// points; 0 turns bridge repair off.
+    pub max_bridge_links: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            degree: 3,
+            timeouts: Timeouts::default(),
+            max_peers: 1024,
+            dial_timeout_ms: 10_000,
+            backoff_min_ms: 1_000,
+            backoff_max_ms: 60_000,
+            max_bridge_links: 2,
+        }
+    }
+}
+
+/// Inputs of the machine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event<P> {
+    /// A timer armed by [`Command::ArmTimer`] is due (extra ticks are harmless).
+    Tick,
+    /// A verified status of `status.peer`, delivered by neighbour `from`
+    /// (the table is keyed by `status.peer`; `from` is for the caller's
+    /// accounting). A status of this node itself is ignored.
+    Status { from: P, status: Status<P> },
+    /// A link to `peer` is up (dialled by either side).
+    Connected { peer: P },
+    /// The last link to `peer` closed.
+    Disconnected { peer: P },
+    /// A dial to `peer` failed.
+    DialFailed { peer: P },
+}
+
+/// Outputs of the machine, for the translator to carry out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command<P> {
+    /// Connect to `peer`; report [`Event::Connected`] or [`Event::DialFailed`].
+    /// `http` is the peer's advertised HTTP address, a hint for finding it.
+    Dial { peer: P, http: String },
+    /// Send [`Event::Tick`] at `at` (replaces any earlier timer).
+    ArmTimer { at: Millis },
+    /// The failure detector's verdict on `peer` changed (first verdict
+    /// included).
+    StateChanged { peer: P, state: State },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Backoff {
+    delay: Millis,
+    until: Millis,
+}
+
+/// The mesh machine of one node. See the crate docs for its rules.
+#[derive(Debug)]
+pub struct Topology<P> {
+    me: P,
+    geo: Option<Geo>,
+    config: Config,
+    rng: StdRng,
+    table: PeerTable<P>,
+    /// Last state reported per node (kept in step with the table).
+    reported: BTreeMap<P, State>,
+    connected: BTreeSet<P>,
+    /// Dials in flight, with the time each started.
+    dialing: BTreeMap<P, Millis>,
+    /// Peers dialled, or linked, for bridge repair.
+    bridges: BTreeSet<P>,
+    backoff: BTreeMap<P, Backoff>,
+    armed: Option<Millis>,
+}
+
+impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
+    /// The machine of node `me`, at `geo` if known; `seed` drives every
+    /// random choice.
+    pub fn new(me: P, geo: Option<Geo>, config: Config, seed: u64) -> Self {
+        Topology {
+            me,
+            geo,
+            table: PeerTable::new(config.max_peers, config.timeouts),
+            config,
+            rng: StdRng::seed_from_u64(seed),
+            reported: BTreeMap::new(),
+            connected: BTreeSet::new(),
+            dialing: BTreeMap::new(),
+            bridges: BTreeSet::new(),
+            backoff: BTreeMap::new(),
+            armed: None,
+        }
+    }
+
+    /// The peer table, for the API and the router.
+    pub fn table(&self) -> &PeerTable<P> {
+        &self.table
+    }
+
+    /// The peers linked to this node.
+    pub fn connected(&self) -> &BTreeSet<P> {
+        &self.connected
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Takes one event at `now`; returns what to do.
+    pub fn handle(&mut self, now: Millis, event: Event<P>) -> Vec<Command<P>> {
+        match event {
+            Event::Tick => {}
+            Event::Status { from: _, status } => {
+                if status.peer != self.me
+                    && let Insert::New { evicted: Some(p) } = self.table.insert(now, status)
+                {
+                    self.reported.remove(&p);
+                }
+            }
+            Event::Connected { peer } => {
+                self.dialing.remove(&peer);
+                self.backoff.remove(&peer);
+                if peer != self.me {
+                    self.connected.insert(peer);
+                }
+            }
+            Event::Disconnected { peer } => {
+                self.connected.remove(&peer);
+                self.dialing.remove(&peer);
+                self.bridges.remove(&peer);
+                self.back_off(now, peer, false);
+            }
+            Event::DialFailed { peer } => {
+                self.dialing.remove(&peer);
+                self.bridges.remove(&peer);
+                self.back_off(now, peer, true);
+            }
+        }
+        let timeout = self.config.dial_timeout_ms;
+        let expired: Vec<P> = self
+            .dialing
+            .iter()
+            .filter(|(_, start)| now.saturating_sub(**start) >= timeout)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in expired {
+            self.dialing.remove(&p);
+            self.bridges.remove(&p);
+            self.back_off(now, p, true);
+        }
+        for p in self.table.forget(now) {
+            self.reported.remove(&p);
+        }
+        let table = &self.table;
+        self.backoff
+            .retain(|p, b| b.until > now || table.get(p).is_some());
+
+        let mut out = Vec::new();
+        self.report_states(now, &mut out);
+        self.maintain(now, &mut out);
+        self.arm(now, &mut out);
+        out
+    }
+
+    fn back_off(&mut self, now: Millis, peer: P, failed: bool) {
+        let (min, max) = (self.config.backoff_min_ms, self.config.backoff_max_ms);
+        let b = self
+            .backoff
+            .entry(peer)
+            .or_insert(Backoff { delay: 0, until: 0 });
+        b.delay = if !failed {
+            b.delay.max(min)
+        } else if b.delay == 0 {
+            min
+        } else {
+            b.delay.saturating_mul(2).min(max)
+        };
+        b.until = now.saturating_add(b.delay);
+    }
+
+    fn report_states(&mut self, now: Millis, out: &mut Vec<Command<P>>) {
+        for e in self.table.iter() {
+            let peer = e.status.peer;
+            let state = self
+                .table
+                .timeouts()
+                .state(now.saturating_sub(e.received_ms));
+            if self.reported.insert(peer, state) != Some(state) {
+                out.push(Command::StateChanged { peer, state });
+            }
+        }
+    }
+
+    fn is_down(&self, peer: &P, now: Millis) -> bool {
+        self.table.state(peer, now) == Some(State::Down)
+    }
+
+    /// Dials towards the degree, then around an articulation point.
+    fn maintain(&mut self, now: Millis, out: &mut Vec<Command<P>>) {
+        let live = self
+            .connected
+            .iter()
+            .filter(|p| !self.is_down(p, now))
+            .count();
+        let need = self.config.degree.saturating_sub(live + self.dialing.len());
+        let bridging = need == 0
+            && self.dialing.is_empty()
+            && self.bridges.len() < self.config.max_bridge_links;
+        if need == 0 && !bridging {
+            return;
+        }
+        let relieving = graph::other_sides(&self.graph(now), self.me);
+        let candidates = self.candidates(now, &relieving);
+        let mut picked: Vec<(P, bool)> = candidates
+            .iter()
+            .take(need)
+            .map(|c| (c.peer, false))
+            .collect();
+        if bridging
+            && let Some(c) = candidates
+                .iter()
+                .find(|c| c.relieving && c.state == State::Alive)
+        {
+            picked.push((c.peer, true));
+        }
+        for (peer, bridge) in picked {
+            self.dialing.insert(peer, now);
+            if bridge {
+                self.bridges.insert(peer);
+            }
+            let http = self
+                .table
+                .get(&peer)
+                .map(|e| e.status.http.clone())
+                .unwrap_or_default();
+            out.push(Command::Dial { peer, http });
+        }
+    }
+
+    /// The neighbour graph of the nodes not Down: their reported links, and
+    /// this node's own links (others' reports of links to this node are
+    /// ignored: this node knows its links better).
+    fn graph(&self, now: Millis) -> Graph<P> {
+        let mut g = Graph::new();
+        g.entry(self.me).or_default();
+        for e in self.table.iter() {
+            let p = e.status.peer;
+            if self.is_down(&p, now) {
+                continue;
+            }
+            g.entry(p).or_default();
+            for n in &e.status.neighbours {
+                if *n != self.me && !self.is_down(n, now) {
+                    graph::add_edge(&mut g, p, *n);
+                }
+            }
+        }
+        for p in &self.connected {
+            if !self.is_down(p, now) {
+                graph::add_edge(&mut g, self.me, *p);
+            }
+        }
+        g
+    }
+
+    /// Peers to dial, best first.
+    fn candidates(&mut self, now: Millis, relieving: &BTreeSet<P>) -> Vec<Candidate<P>> {
+        let mut out: Vec<Candidate<P>> = Vec::new();
+        for e in self.table.iter() {
+            let peer = e.status.peer;
+            if peer == self.me
+                || self.connected.contains(&peer)
+                || self.dialing.contains_key(&peer)
+                || self.backoff.get(&peer).is_some_and(|b| b.until > now)
+            {
+                continue;
+            }
+            out.push(Candidate {
+                peer,
+                state: self
+                    .table
+                    .timeouts()
+                    .state(now.saturating_sub(e.received_ms)),
+                relieving: relieving.contains(&peer),
+                km: match (self.geo, e.status.geo) {
+                    (Some(a), Some(b)) => a.distance_km(&b),
+                    _ => f64::INFINITY,
+                },
+                draw: 0,
+            });
+        }
+        for c in &mut out {
+            c.draw = self.rng.random();
+        }
+        out.sort_by(|a, b| {
+            (a.state, !a.relieving)
+                .cmp(&(b.state, !b.relieving))
+                .then(a.km.total_cmp(&b.km))
+                .then(a.draw.cmp(&b.draw))
+        });
+        out
+    }
+
+    /// Arms the timer for the next state change, backoff end or dial
+    /// timeout, if not armed for it already.
+    fn arm(&mut self, now: Millis, out: &mut Vec<Command<P>>) {
+        let timeouts = self.table.timeouts();
+        let states = self
+            .table
+            .iter()
+            .filter_map(|e| timeouts.next_change(e.received_ms, now));
+        let backoffs = self.backoff.values().map(|b| b.until).filter(|&t| t > now);
+        let dials = self
+            .dialing
+            .values()
+            .map(|s| s.saturating_add(self.config.dial_timeout_ms));
+        let next = states.chain(backoffs).chain(dials).min();
+        if let Some(at) = next
+            && self.armed != Some(at)
+        {
+            self.armed = Some(at);
+            out.push(Command::ArmTimer { at });
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Candidate<P> {
+    peer: P,
+    state: State,
+    relieving: bool,
+    km: f64,
+    draw: u64,
+}
 
 /// A point on the Earth, in degrees.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -46,7 +495,7 @@ impl Geo {
 }
 
 #[cfg(test)]
-mod tests {
+mod geo_tests {
     use super::*;
 
     #[test]
