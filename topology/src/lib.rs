@@ -17,7 +17,8 @@
 //!   after `suspect_after_ms`, then [`State::Down`] after `down_after_ms`.
 //!   Changes are reported ([`Command::StateChanged`]) for metrics and logs.
 //! - **Degree maintenance**: while fewer than `degree` links are up or being
-//!   dialled (a Down neighbour does not count), dial replacements from the
+//!   dialled (a neighbour Down for longer than its link is up does not
+//!   count), dial replacements from the
 //!   table: Alive before Suspect before Down, then those that relieve an
 //!   articulation point, then the nearest, then in seeded-random order. A
 //!   peer whose dial failed waits out a doubling backoff.
@@ -187,7 +188,8 @@ pub struct Topology<P> {
     table: PeerTable<P>,
     /// Last state reported per node (kept in step with the table).
     reported: BTreeMap<P, State>,
-    connected: BTreeSet<P>,
+    /// Linked peers, with the time each link came up.
+    connected: BTreeMap<P, Millis>,
     /// Dials in flight, with the time each started.
     dialing: BTreeMap<P, Millis>,
     /// Peers dialled, or linked, for bridge repair.
@@ -207,7 +209,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
             config,
             rng: StdRng::seed_from_u64(seed),
             reported: BTreeMap::new(),
-            connected: BTreeSet::new(),
+            connected: BTreeMap::new(),
             dialing: BTreeMap::new(),
             bridges: BTreeSet::new(),
             backoff: BTreeMap::new(),
@@ -221,8 +223,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
     }
 
     /// The peers linked to this node.
-    pub fn connected(&self) -> &BTreeSet<P> {
-        &self.connected
+    pub fn connected(&self) -> impl Iterator<Item = P> + '_ {
+        self.connected.keys().copied()
     }
 
     pub fn config(&self) -> &Config {
@@ -244,7 +246,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
                 self.dialing.remove(&peer);
                 self.backoff.remove(&peer);
                 if peer != self.me {
-                    self.connected.insert(peer);
+                    self.connected.entry(peer).or_insert(now);
                 }
             }
             Event::Disconnected { peer } => {
@@ -318,12 +320,23 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
         self.table.state(peer, now) == Some(State::Down)
     }
 
+    /// A link counts as a neighbour unless its peer is Down and the link is
+    /// older than `down_after_ms` (a fresh link is a sign of life until the
+    /// peer's next status arrives).
+    fn link_live(&self, peer: &P, now: Millis) -> bool {
+        !self.is_down(peer, now)
+            || self
+                .connected
+                .get(peer)
+                .is_some_and(|at| now.saturating_sub(*at) < self.table.timeouts().down_after_ms)
+    }
+
     /// Dials towards the degree, then around an articulation point.
     fn maintain(&mut self, now: Millis, out: &mut Vec<Command<P>>) {
         let live = self
             .connected
-            .iter()
-            .filter(|p| !self.is_down(p, now))
+            .keys()
+            .filter(|p| self.link_live(p, now))
             .count();
         let need = self.config.degree.saturating_sub(live + self.dialing.len());
         let bridging = need == 0
@@ -378,8 +391,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
                 }
             }
         }
-        for p in &self.connected {
-            if !self.is_down(p, now) {
+        for p in self.connected.keys() {
+            if self.link_live(p, now) {
                 graph::add_edge(&mut g, self.me, *p);
             }
         }
@@ -392,7 +405,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
         for e in self.table.iter() {
             let peer = e.status.peer;
             if peer == self.me
-                || self.connected.contains(&peer)
+                || self.connected.contains_key(&peer)
                 || self.dialing.contains_key(&peer)
                 || self.backoff.get(&peer).is_some_and(|b| b.until > now)
             {

@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::{Millis, Status};
 
 /// Longest neighbour list a status carries. Publishers send at most this
-/// many (their connection target is far below it); a longer list is cut to
-/// this length on receipt, so one status costs the graph a bounded amount.
+/// many (their connection target is far below it); on receipt the list is
+/// sorted, deduplicated and cut to this length, so one status costs the
+/// graph a bounded amount.
 pub const MAX_NEIGHBOURS: usize = 32;
 
 /// Ceiling of the millisecond figures of a status (about 11.5 days): a
@@ -215,11 +216,11 @@ impl<P: Copy + Ord> PeerTable<P> {
 
 /// Bounds the neighbour list and clamps the figures a score is made of.
 fn sanitise<P: Copy + Ord>(s: &mut Status<P>) {
-    s.neighbours.truncate(MAX_NEIGHBOURS);
     let me = s.peer;
     s.neighbours.retain(|n| *n != me);
     s.neighbours.sort();
     s.neighbours.dedup();
+    s.neighbours.truncate(MAX_NEIGHBOURS);
     for ms in [
         &mut s.mean_response_ms,
         &mut s.replication_delay_p50_ms,
