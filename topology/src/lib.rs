@@ -196,6 +196,10 @@ pub struct Topology<P> {
     bridges: BTreeSet<P>,
     backoff: BTreeMap<P, Backoff>,
     armed: Option<Millis>,
+    /// Something the neighbour graph is made of changed since the bridge
+    /// rule last looked at it (so a steady stream of unchanged statuses
+    /// costs no graph walk).
+    graph_dirty: bool,
 }
 
 impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
@@ -214,6 +218,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
             bridges: BTreeSet::new(),
             backoff: BTreeMap::new(),
             armed: None,
+            graph_dirty: true,
         }
     }
 
@@ -233,13 +238,26 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
 
     /// Takes one event at `now`; returns what to do.
     pub fn handle(&mut self, now: Millis, event: Event<P>) -> Vec<Command<P>> {
+        let links_or_tick = !matches!(event, Event::Status { .. });
         match event {
             Event::Tick => {}
             Event::Status { from: _, status } => {
-                if status.peer != self.me
-                    && let Insert::New { evicted: Some(p) } = self.table.insert(now, status)
-                {
-                    self.reported.remove(&p);
+                if status.peer != self.me {
+                    let peer = status.peer;
+                    let before = self.table.get(&peer).map(|e| e.status.neighbours.clone());
+                    match self.table.insert(now, status) {
+                        Insert::Stale => {}
+                        Insert::Updated => {
+                            let after = self.table.get(&peer).map(|e| &e.status.neighbours);
+                            self.graph_dirty |= before.as_ref() != after;
+                        }
+                        Insert::New { evicted } => {
+                            if let Some(p) = evicted {
+                                self.reported.remove(&p);
+                            }
+                            self.graph_dirty = true;
+                        }
+                    }
                 }
             }
             Event::Connected { peer } => {
@@ -276,6 +294,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
         for p in self.table.forget(now) {
             self.reported.remove(&p);
         }
+        self.graph_dirty |= links_or_tick;
         let table = &self.table;
         self.backoff
             .retain(|p, b| b.until > now || table.get(p).is_some());
@@ -312,6 +331,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
                 .state(now.saturating_sub(e.received_ms));
             if self.reported.insert(peer, state) != Some(state) {
                 out.push(Command::StateChanged { peer, state });
+                self.graph_dirty = true;
             }
         }
     }
@@ -341,10 +361,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
         let need = self.config.degree.saturating_sub(live + self.dialing.len());
         let bridging = need == 0
             && self.dialing.is_empty()
-            && self.bridges.len() < self.config.max_bridge_links;
+            && self.bridges.len() < self.config.max_bridge_links
+            && self.graph_dirty;
         if need == 0 && !bridging {
             return;
         }
+        self.graph_dirty = false;
         let relieving = graph::other_sides(&self.graph(now), self.me);
         let candidates = self.candidates(now, &relieving);
         let mut picked: Vec<(P, bool)> = candidates

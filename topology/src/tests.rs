@@ -143,6 +143,25 @@ fn bridge_repair_links_around_an_articulation_point() {
     assert_eq!(dials(&mut t, 1_000, heard(4, 1_000, 2.0, &[2])), vec![]);
 }
 
+/// A failed bridge dial moves on to the next node on the other side; the
+/// failed one waits out its backoff.
+#[test]
+fn bridge_repair_moves_on_after_a_failed_dial() {
+    let mut t = node(config(1, 1));
+    dials(&mut t, 0, Event::Connected { peer: 3 });
+    dials(&mut t, 0, heard(3, 100, 0.5, &[ME, 2]));
+    assert_eq!(dials(&mut t, 0, heard(2, 100, 1.0, &[3, 4])), vec![dial(2)]);
+    assert_eq!(dials(&mut t, 0, heard(4, 100, 2.0, &[2])), vec![]);
+    assert_eq!(
+        dials(&mut t, 10, Event::DialFailed { peer: 2 }),
+        vec![dial(4)]
+    );
+    assert_eq!(dials(&mut t, 20, Event::DialFailed { peer: 4 }), vec![]);
+    // Unchanged statuses do not dial while both back off.
+    assert_eq!(dials(&mut t, 500, heard(2, 500, 1.0, &[3, 4])), vec![]);
+    assert_eq!(dials(&mut t, 1_010, Event::Tick), vec![dial(2)]);
+}
+
 /// Without bridge repair, the same statuses dial nothing: degree 1 is met.
 #[test]
 fn no_bridge_links_when_turned_off() {
