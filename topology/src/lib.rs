@@ -142,6 +142,41 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Checks the relations between the keys; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let t = &self.timeouts;
+        if t.suspect_after_ms == 0 {
+            return Err("suspect_after_ms must be above 0".into());
+        }
+        if t.down_after_ms <= t.suspect_after_ms {
+            return Err(format!(
+                "down_after_ms ({}) must be above suspect_after_ms ({})",
+                t.down_after_ms, t.suspect_after_ms
+            ));
+        }
+        if t.forget_after_ms <= t.down_after_ms {
+            return Err(format!(
+                "forget_after_ms ({}) must be above down_after_ms ({})",
+                t.forget_after_ms, t.down_after_ms
+            ));
+        }
+        if self.max_peers == 0 {
+            return Err("max_peers must be above 0".into());
+        }
+        if self.dial_timeout_ms == 0 {
+            return Err("dial_timeout_ms must be above 0".into());
+        }
+        if self.backoff_min_ms == 0 || self.backoff_max_ms < self.backoff_min_ms {
+            return Err(format!(
+                "backoff_min_ms ({}) must be above 0 and at most backoff_max_ms ({})",
+                self.backoff_min_ms, self.backoff_max_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Inputs of the machine.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event<P> {
@@ -204,7 +239,7 @@ pub struct Topology<P> {
 
 impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
     /// The machine of node `me`, at `geo` if known; `seed` drives every
-    /// random choice.
+    /// random choice. `config` should pass [`Config::validate`].
     pub fn new(me: P, geo: Option<Geo>, config: Config, seed: u64) -> Self {
         Topology {
             me,

@@ -576,3 +576,19 @@ fn weights_parse() {
     assert!(Weights::parse("1,2,3,x").is_err());
     assert!(Weights::parse("1,2,3,inf").is_err());
 }
+
+#[test]
+fn config_validation_names_the_key() {
+    assert_eq!(Config::default().validate(), Ok(()));
+    let bad = |f: fn(&mut Config)| {
+        let mut c = Config::default();
+        f(&mut c);
+        c.validate().unwrap_err()
+    };
+    assert!(bad(|c| c.timeouts.down_after_ms = 3_000).starts_with("down_after_ms"));
+    assert!(bad(|c| c.timeouts.suspect_after_ms = 0).starts_with("suspect_after_ms"));
+    assert!(bad(|c| c.timeouts.forget_after_ms = 1).starts_with("forget_after_ms"));
+    assert!(bad(|c| c.max_peers = 0).starts_with("max_peers"));
+    assert!(bad(|c| c.dial_timeout_ms = 0).starts_with("dial_timeout_ms"));
+    assert!(bad(|c| c.backoff_max_ms = 10).starts_with("backoff_min_ms"));
+}
