@@ -17,11 +17,14 @@
 //!   after `suspect_after_ms`, then [`State::Down`] after `down_after_ms`.
 //!   Changes are reported ([`Command::StateChanged`]) for metrics and logs.
 //! - **Degree maintenance**: while fewer than `degree` links are up or being
-//!   dialled (a neighbour Down for longer than its link is up does not
-//!   count), dial replacements from the
-//!   table: Alive before Suspect before Down, then those that relieve an
-//!   articulation point, then the nearest, then in seeded-random order. A
-//!   peer whose dial failed waits out a doubling backoff.
+//!   dialled, dial replacements from the table: Alive before Suspect before
+//!   Down (when a middle node dies, the nodes behind it fall silent too, and
+//!   must still be tried), then those that relieve an articulation point,
+//!   then the nearest, then in seeded-random order. A neighbour counts until
+//!   it is Down and its link is older than `down_after_ms`. A dial that
+//!   fails, or is unanswered for `dial_timeout_ms`, makes its peer wait out
+//!   a doubling backoff; a lost link waits the minimum. Links beyond the
+//!   degree are kept (the transport bounds them).
 //! - **Bridge repair**: the neighbour graph is built from the statuses'
 //!   neighbour lists (this node's own edges from its own links); when this
 //!   node is adjacent to an articulation point (a node whose failure would
