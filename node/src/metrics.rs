@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use hearsay_crdt::ErrorKind;
+use hearsay_crdt::{ErrorKind, VersionVector};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -246,6 +246,16 @@ pub struct Metrics {
     /// Client writes refused by the user-key rules, by reason.
     pub user_refusals: Family<RefusalLabels, Counter>,
     registry: Arc<std::sync::Mutex<Registry>>,
+}
+
+/// Deltas `known` names that `held` lacks: `Σ max(0, known[o] - held[o])`
+/// over origins `o`. The value of `hearsay_lag_deltas`.
+pub fn lacking(known: &VersionVector, held: &VersionVector) -> u64 {
+    known
+        .missing_from(held)
+        .iter()
+        .map(|(_, seqs)| seqs.end() - seqs.start() + 1)
+        .sum()
 }
 
 fn delay_histogram() -> Histogram {
@@ -506,5 +516,52 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearsay_crdt::NodeId;
+
+    #[test]
+    fn lag_counts_what_is_known_and_not_held() {
+        let (a, b, c) = (NodeId([1; 32]), NodeId([2; 32]), NodeId([3; 32]));
+        let known: VersionVector = [(a, 5), (b, 2), (c, 7)].into_iter().collect();
+        let held: VersionVector = [(a, 3), (b, 4)].into_iter().collect();
+        // a: 4..=5, b: none (held is ahead), c: 1..=7.
+        assert_eq!(lacking(&known, &held), 2 + 7);
+        assert_eq!(lacking(&held, &held), 0);
+        assert_eq!(lacking(&VersionVector::default(), &held), 0);
+    }
+
+    #[test]
+    fn exposition_has_the_names_and_lowercase_label_values() {
+        let m = Metrics::new("eu-west", None);
+        m.reject(ErrorKind::Malformed, Source::Gossip);
+        m.reject(ErrorKind::Malformed, Source::Local);
+        m.refuse(Refusal::NameTaken);
+        m.error(ErrorClass::Overload);
+        let text = m.encode();
+        for needle in [
+            "hearsay_revision 0",
+            "hearsay_heartbeat_timestamp_seconds ",
+            "hearsay_peers_connected 0",
+            "hearsay_sync_rounds_total 0",
+            "hearsay_deltas_applied_total{source=\"gossip\"} 0",
+            // Only the peer's delta is a peer_input error; the local one is
+            // counted as the HTTP error it is answered with.
+            "hearsay_errors_total{kind=\"peer_input\"} 1",
+            "hearsay_errors_total{kind=\"overload\"} 1",
+            "hearsay_errors_total{kind=\"client_error\"} 0",
+            "hearsay_user_refusals_total{reason=\"name_taken\"} 1",
+            "hearsay_deltas_rejected_total{reason=\"malformed\",source=\"gossip\"} 1",
+            "hearsay_deltas_rejected_total{reason=\"malformed\",source=\"local\"} 1",
+            "hearsay_replication_delay_seconds_count{origin_region=\"unknown\"} 0",
+            "hearsay_lag_deltas{origin_region=\"unknown\"} 0",
+            "hearsay_geo_info{region=\"eu-west\",lat=\"\",lon=\"\"} 1",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
     }
 }

@@ -717,14 +717,7 @@ impl<S: Store> Net<S> {
         // Lag: deltas some peer holds (by its last sync request) that this
         // node has not made durable. Every origin's region is unknown until
         // status gossip exists, so all lag goes to one series.
-        let lag: u64 = {
-            let held = &self.core_status.borrow().version_vector;
-            self.known
-                .missing_from(held)
-                .iter()
-                .map(|(_, range)| range.end() - range.start() + 1)
-                .sum()
-        };
+        let lag = crate::metrics::lacking(&self.known, &self.core_status.borrow().version_vector);
         self.metrics.lag(crate::metrics::UNKNOWN_REGION, lag);
         let known = self.seen.listed();
         self.status.send_if_modified(|s| {
