@@ -105,7 +105,7 @@ async fn signed_posts_verify_on_every_node_and_forgeries_are_refused() {
         .register_user(&ann, &ann_key, Some("Ann"))
         .await
         .expect("registering again with the same key");
-    assert_eq!(refusals(&c, "NameTaken").await, 1);
+    assert_eq!(refusals(&c, "name_taken").await, 1);
     // A registration signed by another key than the one it names.
     let forged = json!({
         "name": "eve",
@@ -159,7 +159,7 @@ async fn signed_posts_verify_on_every_node_and_forgeries_are_refused() {
         .unwrap_err();
     assert_eq!(e.status(), Some(StatusCode::BAD_REQUEST), "{e}");
     assert!(e.to_string().contains("does not verify"), "{e}");
-    assert_eq!(refusals(&c, "BadSignature").await, 1);
+    assert_eq!(refusals(&c, "bad_signature").await, 1);
     // A true signature by a key that is not ann's.
     let e = c
         .client()
@@ -349,7 +349,7 @@ async fn follows_and_home_timelines_converge_including_concurrent_follow_and_unf
         .unwrap_err();
     assert_eq!(e.status(), Some(StatusCode::BAD_REQUEST), "{e}");
     assert!(e.to_string().contains("does not verify"), "{e}");
-    assert_eq!(refusals(&b, "BadSignature").await, 1);
+    assert_eq!(refusals(&b, "bad_signature").await, 1);
     let e = b.client().follow(&ann, &dee, None).await.unwrap_err();
     assert_eq!(e.status(), Some(StatusCode::BAD_REQUEST), "{e}");
     // A signature over a follow of someone else, sent for dee.

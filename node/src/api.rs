@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{Ack, ClientCommand, CoreError, CoreStatus, Reply, Write, now_ms};
-use crate::metrics::{Metrics, RouteLabels, RouteOnly};
+use crate::metrics::{ErrorClass, Metrics, RouteLabels, RouteOnly};
 use crate::net::NetStatus;
 
 /// Default and largest page of `GET /api/v0/p`.
@@ -124,6 +124,11 @@ impl From<CoreError> for ApiError {
     }
 }
 
+/// Marks a `SLOWDOWN` answer, so the metrics count it as an overload
+/// rather than a server error.
+#[derive(Clone, Copy, Debug)]
+struct Overloaded;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Some(ms) = self.retry_after_ms {
@@ -134,12 +139,14 @@ impl IntoResponse for ApiError {
                 "body": null,
             });
             let seconds = ms.div_ceil(1000).max(1);
-            return (
+            let mut response = (
                 self.status,
                 [(header::RETRY_AFTER, seconds.to_string())],
                 Json(body),
             )
                 .into_response();
+            response.extensions_mut().insert(Overloaded);
+            return response;
         }
         let mut response = (
             self.status,
@@ -250,12 +257,20 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
     let started = Instant::now();
     let response = next.run(request).await;
     let m = &state.metrics;
-    m.http_requests
+    let status = response.status();
+    m.requests
         .get_or_create(&RouteLabels {
             route,
-            status: response.status().as_u16(),
+            status: status.as_u16(),
         })
         .inc();
+    if status.is_client_error() {
+        m.error(ErrorClass::ClientError);
+    } else if response.extensions().get::<Overloaded>().is_some() {
+        m.error(ErrorClass::Overload);
+    } else if status.is_server_error() {
+        m.error(ErrorClass::ServerError);
+    }
     m.http_request_duration_seconds
         .get_or_create(&RouteOnly { route })
         .observe(started.elapsed().as_secs_f64());

@@ -825,9 +825,10 @@ impl<S: Store> CoreState<S> {
                 .inc_by(outcome.accepted.len() as u64);
             for d in &outcome.accepted {
                 let delay = now_ms.saturating_sub(d.origin_time_ms);
+                // The origin's region is not known until signed status
+                // gossip exists: one bounded label value meanwhile.
                 self.metrics
-                    .replication_delay_seconds
-                    .observe(delay as f64 / 1000.0);
+                    .replication_delay(crate::metrics::UNKNOWN_REGION, delay as f64 / 1000.0);
                 if self.delays.len() == RECENT_DELAYS {
                     self.delays.pop_front();
                 }

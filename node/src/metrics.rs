@@ -1,12 +1,28 @@
 //! The node's metrics: one documented struct, Prometheus names with the
 //! `hearsay_` prefix, bounded label sets. libp2p's own metrics register into
 //! the same registry (under `libp2p_`), so `/metrics` serves both.
+//!
+//! Names as exposed (counters get `_total` from prometheus-client):
+//! `hearsay_revision`, `hearsay_heartbeat_timestamp_seconds`,
+//! `hearsay_http_request_duration_seconds{route}` (its `_sum / _count` is the
+//! mean response time), `hearsay_requests_total{route,status}`,
+//! `hearsay_errors_total{kind}`, `hearsay_geo_info{region,lat,lon}`,
+//! `hearsay_replication_delay_seconds{origin_region}`,
+//! `hearsay_peers_connected`, `hearsay_deltas_applied_total{source}`,
+//! `hearsay_deltas_rejected_total{reason,source}`,
+//! `hearsay_sync_rounds_total`, `hearsay_lag_deltas{origin_region}`, and the
+//! smaller operational ones below.
+//!
+//! Every label value comes from a fixed set: enums written in lowercase
+//! snake case, route templates (never raw paths), status codes the API
+//! emits, [`ErrorKind::as_str`] names, and the origin region (one value,
+//! [`UNKNOWN_REGION`], until signed status gossip tells origins' regions).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use hearsay_crdt::ErrorKind;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use hearsay_crdt::{ErrorKind, VersionVector};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,16 +31,37 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 /// Where a rejected or accepted delta came from.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Source {
     Local,
     Gossip,
     Sync,
 }
 
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Local => "local",
+            Source::Gossip => "gossip",
+            Source::Sync => "sync",
+        }
+    }
+}
+
+/// Writes a label value that is already a lowercase `&'static str`.
+fn encode_str(s: &str, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+    std::fmt::Write::write_str(encoder, s)
+}
+
+impl EncodeLabelValue for Source {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encode_str(self.as_str(), encoder)
+    }
+}
+
 /// Why a client write was refused by the user-key rules (see
 /// [`crate::signed`]): a fixed, small set.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Refusal {
     /// A user's signature that does not verify (a forgery, or a changed
     /// request).
@@ -44,6 +81,90 @@ pub enum Refusal {
     NameTaken,
 }
 
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::BadSignature => "bad_signature",
+            Refusal::WrongKey => "wrong_key",
+            Refusal::Unsigned => "unsigned",
+            Refusal::Unregistered => "unregistered",
+            Refusal::Clock => "clock",
+            Refusal::Replay => "replay",
+            Refusal::NameTaken => "name_taken",
+        }
+    }
+}
+
+impl EncodeLabelValue for Refusal {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encode_str(self.as_str(), encoder)
+    }
+}
+
+/// What `hearsay_errors_total` counts, by `kind`: a fixed, small set.
+/// The HTTP kinds together, over `hearsay_requests_total`, are the node's
+/// error rate as a client sees it.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// An HTTP answer 4xx: the request was wrong (malformed, unknown
+    /// route, refused signature, ...).
+    ClientError,
+    /// An HTTP answer 5xx other than an overload (store failed, shutting
+    /// down, ...).
+    ServerError,
+    /// An HTTP 503 with `Retry-After`: the node refused work to stay
+    /// responsive.
+    Overload,
+    /// A delta from a peer (gossip or sync) refused; the reasons are in
+    /// `hearsay_deltas_rejected_total{reason}`.
+    PeerInput,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 4] = [
+        ErrorClass::ClientError,
+        ErrorClass::ServerError,
+        ErrorClass::Overload,
+        ErrorClass::PeerInput,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::ClientError => "client_error",
+            ErrorClass::ServerError => "server_error",
+            ErrorClass::Overload => "overload",
+            ErrorClass::PeerInput => "peer_input",
+        }
+    }
+}
+
+impl EncodeLabelValue for ErrorClass {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encode_str(self.as_str(), encoder)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: ErrorClass,
+}
+
+/// The `origin_region` label value while origins' regions are unknown.
+///
+/// Today a delta names its origin node but not the origin's region, so the
+/// per-region series (`hearsay_replication_delay_seconds`,
+/// `hearsay_lag_deltas`) carry this one value. When signed status gossip
+/// lands, the label becomes the origin's region (as announced in its
+/// status; still bounded: one value per region of the mesh), with this
+/// value kept for origins whose status has not arrived.
+pub const UNKNOWN_REGION: &str = "unknown";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OriginLabels {
+    /// The origin node's region; [`UNKNOWN_REGION`] until statuses exist.
+    pub origin_region: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
     pub reason: Refusal,
@@ -52,7 +173,7 @@ pub struct RefusalLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
     /// [`ErrorKind::as_str`]: a fixed, small set.
-    pub kind: &'static str,
+    pub reason: &'static str,
     pub source: Source,
 }
 
@@ -83,9 +204,14 @@ struct GeoLabels {
 /// Every metric the node records.
 #[derive(Debug, Clone)]
 pub struct Metrics {
+    /// Deltas held: the sum of the durable version vector.
     pub revision: Gauge,
+    /// Unix time (seconds) of the node's last heartbeat: set every second
+    /// by the node's tick and on each scrape, so `time() - heartbeat` is how
+    /// long ago the node was last alive.
     pub heartbeat_timestamp_seconds: Gauge<f64, AtomicU64>,
-    pub connected_peers: Gauge,
+    /// Peers with an open connection.
+    pub peers_connected: Gauge,
     pub deltas_applied: Family<SourceLabels, Counter>,
     pub deltas_rejected: Family<RejectLabels, Counter>,
     pub deltas_duplicate: Counter,
@@ -94,9 +220,19 @@ pub struct Metrics {
     pub deltas_inert: Counter,
     pub sync_rounds: Counter,
     pub sync_deltas_served: Counter,
-    pub http_requests: Family<RouteLabels, Counter>,
+    /// HTTP requests answered, by route template and status.
+    pub requests: Family<RouteLabels, Counter>,
+    /// HTTP errors and refused peer input, by [`ErrorClass`].
+    pub errors: Family<ErrorLabels, Counter>,
     pub http_request_duration_seconds: Family<RouteOnly, Histogram>,
-    pub replication_delay_seconds: Histogram,
+    /// Origin write to local apply, for remote deltas, by the origin's
+    /// region ([`UNKNOWN_REGION`] until statuses exist).
+    pub replication_delay_seconds: Family<OriginLabels, Histogram>,
+    /// Deltas known to exist but not yet held, by the origin's region.
+    /// Known: the per-origin maximum of the version vectors peers sent in
+    /// their sync requests (see `net.rs`); held: the durable version
+    /// vector. The gauge is `Σ max(0, known[o] - held[o])`.
+    pub lag_deltas: Family<OriginLabels, Gauge>,
     pub group_commit_size: Histogram,
     pub overload_rejections: Counter,
     /// Reads with `?after=` refused with 409 (the node had not caught up).
@@ -112,6 +248,16 @@ pub struct Metrics {
     registry: Arc<std::sync::Mutex<Registry>>,
 }
 
+/// Deltas `known` names that `held` lacks: `Σ max(0, known[o] - held[o])`
+/// over origins `o`. The value of `hearsay_lag_deltas`.
+pub fn lacking(known: &VersionVector, held: &VersionVector) -> u64 {
+    known
+        .missing_from(held)
+        .iter()
+        .map(|(_, seqs)| seqs.end() - seqs.start() + 1)
+        .sum()
+}
+
 fn delay_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
@@ -122,16 +268,18 @@ impl Metrics {
         let m = Metrics {
             revision: Gauge::default(),
             heartbeat_timestamp_seconds: Gauge::default(),
-            connected_peers: Gauge::default(),
+            peers_connected: Gauge::default(),
             deltas_applied: Family::default(),
             deltas_rejected: Family::default(),
             deltas_duplicate: Counter::default(),
             deltas_inert: Counter::default(),
             sync_rounds: Counter::default(),
             sync_deltas_served: Counter::default(),
-            http_requests: Family::default(),
+            requests: Family::default(),
+            errors: Family::default(),
             http_request_duration_seconds: Family::new_with_constructor(delay_histogram),
-            replication_delay_seconds: delay_histogram(),
+            replication_delay_seconds: Family::new_with_constructor(delay_histogram),
+            lag_deltas: Family::default(),
             group_commit_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             overload_rejections: Counter::default(),
             reads_behind: Counter::default(),
@@ -153,9 +301,9 @@ impl Metrics {
             m.heartbeat_timestamp_seconds.clone(),
         );
         r.register(
-            "connected_peers",
+            "peers_connected",
             "Peers with an open connection",
-            m.connected_peers.clone(),
+            m.peers_connected.clone(),
         );
         r.register(
             "deltas_applied",
@@ -164,7 +312,7 @@ impl Metrics {
         );
         r.register(
             "deltas_rejected",
-            "Deltas refused, by reason and source",
+            "Deltas refused, by reason (error kind) and source",
             m.deltas_rejected.clone(),
         );
         r.register(
@@ -188,9 +336,14 @@ impl Metrics {
             m.sync_deltas_served.clone(),
         );
         r.register(
-            "http_requests",
-            "HTTP requests, by route and status",
-            m.http_requests.clone(),
+            "requests",
+            "HTTP requests, by route template and status",
+            m.requests.clone(),
+        );
+        r.register(
+            "errors",
+            "HTTP errors (client_error, server_error, overload) and refused peer deltas (peer_input), by kind",
+            m.errors.clone(),
         );
         r.register(
             "http_request_duration_seconds",
@@ -199,8 +352,13 @@ impl Metrics {
         );
         r.register(
             "replication_delay_seconds",
-            "Origin write to local apply, for remote deltas",
+            "Origin write to local apply, for remote deltas, by origin region (unknown until statuses exist)",
             m.replication_delay_seconds.clone(),
+        );
+        r.register(
+            "lag_deltas",
+            "Deltas known to exist (from peers' version vectors) but not yet held, by origin region",
+            m.lag_deltas.clone(),
         );
         r.register(
             "group_commit_size",
@@ -241,14 +399,33 @@ impl Metrics {
             (g.lat.to_string(), g.lon.to_string())
         });
         r.register(
-            "geolocation",
-            "Where this node runs",
+            "geo",
+            "Where this node runs (value 1)",
             Info::new(GeoLabels {
                 region: region.to_owned(),
                 lat,
                 lon,
             }),
         );
+        // Every series of a fixed label set exists from the start (at 0), so
+        // rates and dashboards see them before the first event.
+        for kind in ErrorClass::ALL {
+            drop(m.errors.get_or_create(&ErrorLabels { kind }));
+        }
+        drop(m.replication_delay_seconds.get_or_create(&OriginLabels {
+            origin_region: UNKNOWN_REGION,
+        }));
+        for source in [Source::Local, Source::Gossip, Source::Sync] {
+            drop(m.deltas_applied.get_or_create(&SourceLabels { source }));
+            for kind in ErrorKind::ALL {
+                drop(m.deltas_rejected.get_or_create(&RejectLabels {
+                    reason: kind.as_str(),
+                    source,
+                }));
+            }
+        }
+        m.lag(UNKNOWN_REGION, 0);
+        m.heartbeat();
         *m.registry.lock().expect("fresh mutex") = registry;
         m
     }
@@ -258,8 +435,9 @@ impl Metrics {
         f(&mut self.registry.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// OpenMetrics text exposition.
+    /// OpenMetrics text exposition. Sets the heartbeat to now first.
     pub fn encode(&self) -> String {
+        self.heartbeat();
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         prometheus_client::encoding::text::encode(&mut out, &registry)
@@ -267,14 +445,48 @@ impl Metrics {
         out
     }
 
-    /// Counts one refused delta.
+    /// Sets the heartbeat to the current Unix time.
+    pub fn heartbeat(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.heartbeat_timestamp_seconds.set(now.as_secs_f64());
+    }
+
+    /// Counts one refused delta; one from a peer also counts as a
+    /// `peer_input` error (a local one is answered with an HTTP error,
+    /// counted there).
     pub fn reject(&self, kind: ErrorKind, source: Source) {
         self.deltas_rejected
             .get_or_create(&RejectLabels {
-                kind: kind.as_str(),
+                reason: kind.as_str(),
                 source,
             })
             .inc();
+        if source != Source::Local {
+            self.error(ErrorClass::PeerInput);
+        }
+    }
+
+    /// Counts one error of class `kind`.
+    pub fn error(&self, kind: ErrorClass) {
+        self.errors.get_or_create(&ErrorLabels { kind }).inc();
+    }
+
+    /// Records one replication delay (seconds) of a delta from an origin
+    /// whose region is `origin_region`.
+    pub fn replication_delay(&self, origin_region: &'static str, seconds: f64) {
+        self.replication_delay_seconds
+            .get_or_create(&OriginLabels { origin_region })
+            .observe(seconds);
+    }
+
+    /// Sets the lag (deltas known but not held) of origins in
+    /// `origin_region`.
+    pub fn lag(&self, origin_region: &'static str, deltas: u64) {
+        self.lag_deltas
+            .get_or_create(&OriginLabels { origin_region })
+            .set(i64::try_from(deltas).unwrap_or(i64::MAX));
     }
 
     /// Counts one client write refused by the user-key rules.
@@ -293,7 +505,7 @@ impl Metrics {
                 .map(|source| {
                     self.deltas_rejected
                         .get_or_create(&RejectLabels {
-                            kind: kind.as_str(),
+                            reason: kind.as_str(),
                             source,
                         })
                         .get()
@@ -304,5 +516,52 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearsay_crdt::NodeId;
+
+    #[test]
+    fn lag_counts_what_is_known_and_not_held() {
+        let (a, b, c) = (NodeId([1; 32]), NodeId([2; 32]), NodeId([3; 32]));
+        let known: VersionVector = [(a, 5), (b, 2), (c, 7)].into_iter().collect();
+        let held: VersionVector = [(a, 3), (b, 4)].into_iter().collect();
+        // a: 4..=5, b: none (held is ahead), c: 1..=7.
+        assert_eq!(lacking(&known, &held), 2 + 7);
+        assert_eq!(lacking(&held, &held), 0);
+        assert_eq!(lacking(&VersionVector::default(), &held), 0);
+    }
+
+    #[test]
+    fn exposition_has_the_names_and_lowercase_label_values() {
+        let m = Metrics::new("eu-west", None);
+        m.reject(ErrorKind::Malformed, Source::Gossip);
+        m.reject(ErrorKind::Malformed, Source::Local);
+        m.refuse(Refusal::NameTaken);
+        m.error(ErrorClass::Overload);
+        let text = m.encode();
+        for needle in [
+            "hearsay_revision 0",
+            "hearsay_heartbeat_timestamp_seconds ",
+            "hearsay_peers_connected 0",
+            "hearsay_sync_rounds_total 0",
+            "hearsay_deltas_applied_total{source=\"gossip\"} 0",
+            // Only the peer's delta is a peer_input error; the local one is
+            // counted as the HTTP error it is answered with.
+            "hearsay_errors_total{kind=\"peer_input\"} 1",
+            "hearsay_errors_total{kind=\"overload\"} 1",
+            "hearsay_errors_total{kind=\"client_error\"} 0",
+            "hearsay_user_refusals_total{reason=\"name_taken\"} 1",
+            "hearsay_deltas_rejected_total{reason=\"malformed\",source=\"gossip\"} 1",
+            "hearsay_deltas_rejected_total{reason=\"malformed\",source=\"local\"} 1",
+            "hearsay_replication_delay_seconds_count{origin_region=\"unknown\"} 0",
+            "hearsay_lag_deltas{origin_region=\"unknown\"} 0",
+            "hearsay_geo_info{region=\"eu-west\",lat=\"\",lon=\"\"} 1",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
     }
 }

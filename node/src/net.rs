@@ -61,6 +61,9 @@ pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/hearsay/sync/1")
 pub const SYNC_PAGE_DELTAS: usize = 1024;
 /// Most delta bytes in one anti-entropy page.
 pub const SYNC_PAGE_BYTES: usize = 4 << 20;
+/// Most origins kept in the lag estimate's merged vector (four full sync
+/// requests' worth).
+const MAX_KNOWN_ORIGINS: usize = 4 * 4096;
 /// Largest sync request: a version vector of 4096 origins.
 const SYNC_REQUEST_MAX: u64 = 256 << 10;
 /// Largest sync response: a full page plus CBOR framing.
@@ -366,6 +369,12 @@ struct Net<S> {
     addresses: HashMap<PeerId, Vec<Multiaddr>>,
     /// What the API lists about peers (links, RTTs, revisions).
     seen: PeerTable,
+    /// Per origin, the highest seq any peer said it holds (the merge of
+    /// the version vectors in the sync requests received): deltas known to
+    /// exist. Against the durable vector this gives `hearsay_lag_deltas`.
+    /// At most [`MAX_KNOWN_ORIGINS`] origins (else restarted from the last
+    /// request), so peers cannot grow it without bound.
+    known: VersionVector,
     /// Response channels of the sync requests being answered.
     requests: HashMap<RequestId, ResponseChannel<SyncResponse>>,
     next_request: u64,
@@ -435,6 +444,7 @@ pub async fn run<S: Store>(
         join,
         addresses: HashMap::new(),
         seen,
+        known: VersionVector::default(),
         requests: HashMap::new(),
         next_request: 0,
         core: parts.core,
@@ -693,9 +703,22 @@ impl<S: Store> Net<S> {
         }
     }
 
+    /// Merges a peer's version vector into [`Net::known`].
+    fn know(&mut self, theirs: &VersionVector) {
+        self.known.merge(theirs);
+        if self.known.len() > MAX_KNOWN_ORIGINS {
+            self.known = theirs.clone();
+        }
+    }
+
     fn publish_status(&mut self) {
         let peers = self.swarm.connected_peers().count();
-        self.metrics.connected_peers.set(peers as i64);
+        self.metrics.peers_connected.set(peers as i64);
+        // Lag: deltas some peer holds (by its last sync request) that this
+        // node has not made durable. Every origin's region is unknown until
+        // status gossip exists, so all lag goes to one series.
+        let lag = crate::metrics::lacking(&self.known, &self.core_status.borrow().version_vector);
+        self.metrics.lag(crate::metrics::UNKNOWN_REGION, lag);
         let known = self.seen.listed();
         self.status.send_if_modified(|s| {
             let changed =
@@ -822,6 +845,7 @@ impl<S: Store> Net<S> {
                         let theirs = VersionVector::from_bytes(&request.version_vector).ok();
                         if let Some(vv) = &theirs {
                             self.seen.revision(peer, vv.sum());
+                            self.know(vv);
                         }
                         self.feed(Event::SyncRequest {
                             from: peer,

@@ -148,7 +148,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
                     _ = tick.tick() => {
-                        metrics.heartbeat_timestamp_seconds.set(crate::core::now_ms() as f64 / 1000.0);
+                        metrics.heartbeat();
                         let _ = core.try_send(ClientCommand::Tick);
                     }
                 }
