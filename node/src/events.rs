@@ -248,6 +248,29 @@ impl Cursor {
     }
 }
 
+/// Steps `cursor` over one page: the changes to send, each with the
+/// position after it, or the gap that stops the stream.
+fn step_page(
+    cursor: &mut Cursor,
+    page: Page,
+) -> Result<Vec<(Delta, Change, VersionVector)>, Missing> {
+    if let Some((origin, to)) = page.empty.first() {
+        return Err(cursor.nothing_read(origin, *to));
+    }
+    let mut out = Vec::with_capacity(page.deltas.len());
+    for delta in page.deltas {
+        match cursor.step(&delta) {
+            Step::Gap(missing) => return Err(missing),
+            Step::Send(change) => {
+                let position = cursor.position().clone();
+                out.push((delta, change, position));
+            }
+            Step::Skip | Step::Seen => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Why [`read_all`] stopped short.
 #[derive(Debug)]
 pub enum ReadError {
@@ -272,19 +295,7 @@ pub fn read_all(
             return Ok(out);
         }
         let page = read_page(log, wanted).map_err(ReadError::Store)?;
-        if let Some((origin, to)) = page.empty.first() {
-            return Err(ReadError::Gap(cursor.nothing_read(origin, *to)));
-        }
-        for delta in page.deltas {
-            match cursor.step(&delta) {
-                Step::Gap(missing) => return Err(ReadError::Gap(missing)),
-                Step::Send(change) => {
-                    let position = cursor.position().clone();
-                    out.push((delta, change, position));
-                }
-                Step::Skip | Step::Seen => {}
-            }
-        }
+        out.extend(step_page(cursor, page).map_err(ReadError::Gap)?);
     }
 }
 
@@ -526,24 +537,21 @@ async fn produce(
                 if wanted.is_empty() {
                     break;
                 }
+                // Reading the log and classifying each delta (automerge
+                // decoding) both run off the reactor; the cursor goes along.
                 let log = state.log.clone();
-                let page = tokio::task::spawn_blocking(move || read_page(&*log, wanted))
-                    .await
-                    .map_err(|_| End::Stopped)?
-                    .map_err(|_| End::Stopped)?;
-                if let Some((origin, to)) = page.empty.first() {
-                    return Err(unavailable(&tx, &cursor, cursor.nothing_read(origin, *to)));
-                }
-                let mut steps = Vec::with_capacity(page.deltas.len());
-                for delta in &page.deltas {
-                    match cursor.step(delta) {
-                        Step::Gap(missing) => return Err(unavailable(&tx, &cursor, missing)),
-                        Step::Send(change) => {
-                            steps.push((delta, change, cursor.position().clone()))
-                        }
-                        Step::Skip | Step::Seen => {}
-                    }
-                }
+                let mut moved = cursor.clone();
+                let (moved, read) = tokio::task::spawn_blocking(move || {
+                    let read = read_page(&*log, wanted).map(|page| step_page(&mut moved, page));
+                    (moved, read)
+                })
+                .await
+                .map_err(|_| End::Stopped)?;
+                cursor = moved;
+                let steps = match read.map_err(|_| End::Stopped)? {
+                    Ok(steps) => steps,
+                    Err(missing) => return Err(unavailable(&tx, &delivered, missing)),
+                };
                 let ids: Vec<PostId> = steps.iter().filter_map(|(_, c, _)| c.post()).collect();
                 let mut posts = if ids.is_empty() {
                     Vec::new()
@@ -566,7 +574,7 @@ async fn produce(
                         }
                         _ => None,
                     };
-                    let event = change_event(delta, &change, &position, post, profile);
+                    let event = change_event(&delta, &change, &position, post, profile);
                     push(&tx, event, stall).await?;
                     metrics.events_sent.inc();
                     delivered = position;
@@ -602,7 +610,9 @@ async fn produce(
 
 /// Enqueues the `unavailable` event (into the slot `push` keeps free) and
 /// ends the stream.
-fn unavailable(tx: &mpsc::Sender<Event>, cursor: &Cursor, missing: Missing) -> End {
+/// Its token is `delivered`, what the consumer holds: the cursor may have
+/// passed deltas of the page that were never sent.
+fn unavailable(tx: &mpsc::Sender<Event>, delivered: &VersionVector, missing: Missing) -> End {
     let message = format!(
         "this node does not hold changes {}..={} of origin {}, which the token lacks; \
          resume on another node",
@@ -611,7 +621,7 @@ fn unavailable(tx: &mpsc::Sender<Event>, cursor: &Cursor, missing: Missing) -> E
     tracing::warn!(%message, "event stream cannot continue");
     let _ = tx.try_send(control(
         "unavailable",
-        cursor.position(),
+        delivered,
         json!({"missing": [missing], "message": message}),
     ));
     End::Stopped
