@@ -34,6 +34,7 @@ pub mod names;
 pub mod net;
 pub mod node;
 pub mod signed;
+pub mod status;
 pub mod store;
 pub mod tokens;
 pub mod web;

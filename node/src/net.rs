@@ -135,19 +135,9 @@ pub fn build_swarm(
         .map_err(|e| NetError::Build(e.to_string()))?
         .with_quic()
         .with_behaviour(|key| {
-            let gossip_config = gossipsub::ConfigBuilder::default()
-                .heartbeat_interval(Duration::from_millis(500))
-                .validation_mode(gossipsub::ValidationMode::Strict)
-                .validate_messages()
-                .max_transmit_size(MAX_DELTA_BYTES + 4096)
-                .message_id_fn(|m: &gossipsub::Message| {
-                    use sha2::Digest;
-                    MessageId::from(sha2::Sha256::digest(&m.data)[..20].to_vec())
-                })
-                .build()?;
             let gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
-                gossip_config,
+                gossip_config()?,
             )?;
             let codec = request_response::cbor::codec::Codec::default()
                 .set_request_size_maximum(SYNC_REQUEST_MAX)
@@ -193,6 +183,22 @@ pub fn build_swarm(
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
     Ok(swarm)
+}
+
+/// The gossipsub settings every member of the mesh shares (nodes and
+/// routers): message ids are content hashes, every message is signed by its
+/// author and validated by the receiver before it is forwarded.
+pub fn gossip_config() -> Result<gossipsub::Config, gossipsub::ConfigBuilderError> {
+    gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_millis(500))
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(MAX_DELTA_BYTES + 4096)
+        .message_id_fn(|m: &gossipsub::Message| {
+            use sha2::Digest;
+            MessageId::from(sha2::Sha256::digest(&m.data)[..20].to_vec())
+        })
+        .build()
 }
 
 #[derive(Debug, thiserror::Error)]
