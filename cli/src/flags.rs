@@ -30,6 +30,7 @@ fn arg(key: &'static Key) -> Arg {
     match key.kind {
         Kind::List => arg.action(ArgAction::Append),
         Kind::Text | Kind::OptionalText | Kind::Number => arg.action(ArgAction::Set),
+        Kind::Signed => arg.action(ArgAction::Set).allow_negative_numbers(true),
     }
 }
 

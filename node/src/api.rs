@@ -249,6 +249,8 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
         Some("/api/v0/users/{name}/follows/{other}") => "/api/v0/users/{name}/follows/{other}",
         Some("/metrics") => "/metrics",
         Some("/api/v0/mesh") => "/api/v0/mesh",
+        Some("/api/v0/nodes") => "/api/v0/nodes",
+        Some("/api/v0/sync") => "/api/v0/sync",
         Some(crate::web::PAGE) => crate::web::PAGE,
         Some(crate::web::PERMALINK) => crate::web::PERMALINK,
         Some(crate::web::ASSET) => crate::web::ASSET,
@@ -264,6 +266,11 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
             status: status.as_u16(),
         })
         .inc();
+    let overloaded = response.extensions().get::<Overloaded>().is_some();
+    m.responses.record(
+        started.elapsed().as_micros() as u64,
+        overloaded || status.is_server_error(),
+    );
     if status.is_client_error() {
         m.error(ErrorClass::ClientError);
     } else if response.extensions().get::<Overloaded>().is_some() {

@@ -595,6 +595,16 @@ impl Client {
         self.typed(self.http.get(self.url("/api/v0/mesh"))).await
     }
 
+    /// `GET /api/v0/nodes`: every node known by its status.
+    pub async fn nodes(&self) -> Result<crate::mesh::Nodes, ClientError> {
+        self.typed(self.http.get(self.url("/api/v0/nodes"))).await
+    }
+
+    /// `GET /api/v0/sync`: what this node and each other lack of each other.
+    pub async fn sync_view(&self) -> Result<crate::mesh::SyncView, ClientError> {
+        self.typed(self.http.get(self.url("/api/v0/sync"))).await
+    }
+
     /// `GET /metrics`: the Prometheus text exposition.
     pub async fn metrics(&self) -> Result<String, ClientError> {
         let answer = self.get_raw("/metrics").await?;

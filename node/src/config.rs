@@ -59,6 +59,8 @@ pub enum Kind {
     OptionalText,
     /// A non-negative whole number.
     Number,
+    /// A whole number, maybe negative.
+    Signed,
     /// A list of strings: comma-separated, blanks dropped; a flag may also
     /// be repeated.
     List,
@@ -74,6 +76,11 @@ impl Kind {
             Kind::Number => Value::from(
                 raw.trim()
                     .parse::<u64>()
+                    .map_err(|_| format!("{raw:?} is not a whole number"))?,
+            ),
+            Kind::Signed => Value::from(
+                raw.trim()
+                    .parse::<i64>()
                     .map_err(|_| format!("{raw:?} is not a whole number"))?,
             ),
             Kind::List => Value::from(
@@ -129,6 +136,13 @@ pub const KEYS: &[Key] = &[
         value_name: "LAT,LON",
         help: "Location of this node in degrees, for the router's distance term",
         example: "53.35,-6.26",
+    },
+    Key {
+        name: "public_url",
+        kind: Kind::OptionalText,
+        value_name: "URL",
+        help: "Base URL of the HTTP API as clients reach it, announced in statuses [default: http://<http>]",
+        example: "https://eu.example.net",
     },
     Key {
         name: "join",
@@ -200,6 +214,34 @@ pub const KEYS: &[Key] = &[
         help: "Client requests (HTTP) queued for the core at most; beyond it the API answers 503 SLOWDOWN",
         example: "64",
     },
+    Key {
+        name: "degree",
+        kind: Kind::Number,
+        value_name: "N",
+        help: "Mesh links kept up from the nodes known by their statuses (redialled when a neighbour fails, plus links around nodes whose loss would split the mesh); 0 turns this off",
+        example: "2",
+    },
+    Key {
+        name: "suspect_after_ms",
+        kind: Kind::Number,
+        value_name: "MS",
+        help: "A node whose status is older than this is suspect (left out of routing)",
+        example: "2000",
+    },
+    Key {
+        name: "down_after_ms",
+        kind: Kind::Number,
+        value_name: "MS",
+        help: "A node whose status is older than this is down (replaced as a neighbour)",
+        example: "4000",
+    },
+    Key {
+        name: "clock_offset_ms",
+        kind: Kind::Signed,
+        value_name: "MS",
+        help: "Shifts this node's wall clock by MS (for testing clock-offset correction)",
+        example: "3000",
+    },
 ];
 
 impl Key {
@@ -257,6 +299,17 @@ pub struct Config {
     /// When it is full the API answers 503 SLOWDOWN at once rather than
     /// letting latency grow without bound; peers have their own queue.
     pub client_queue: usize,
+    /// Base URL of the HTTP API as clients reach it (statuses announce it
+    /// to routers); unset: `http://<http>`.
+    pub public_url: Option<String>,
+    /// Target degree: mesh links kept up from the peer table.
+    pub degree: usize,
+    /// Status age after which a node is suspect.
+    pub suspect_after_ms: u64,
+    /// Status age after which a node is down.
+    pub down_after_ms: u64,
+    /// Shift of this node's wall clock, ms (testing).
+    pub clock_offset_ms: i64,
 }
 
 impl Default for Config {
@@ -279,6 +332,11 @@ impl Default for Config {
             events_stall_ms: 5_000,
             events_keepalive_ms: 15_000,
             client_queue: crate::core::CLIENT_QUEUE,
+            public_url: None,
+            degree: 3,
+            suspect_after_ms: 3_000,
+            down_after_ms: 6_000,
+            clock_offset_ms: 0,
         }
     }
 }
@@ -299,6 +357,10 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     pub events: crate::events::StreamConfig,
     pub client_queue: usize,
+    pub public_url: Option<String>,
+    /// The topology machine's rules (degree, failure detector).
+    pub topology: hearsay_topology::Config,
+    pub clock_offset_ms: i64,
 }
 
 fn multiaddrs(key: &'static str, list: &[String]) -> Result<Vec<Multiaddr>, ConfigError> {
@@ -440,6 +502,39 @@ impl Config {
                 format!("must be from 1 to {MAX_CLIENT_QUEUE}"),
             ));
         }
+        if let Some(url) = &self.public_url
+            && !((url.starts_with("http://") || url.starts_with("https://"))
+                && url.len() <= 200
+                && url.bytes().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(invalid(
+                "public_url",
+                "must be an http:// or https:// URL of at most 200 characters",
+            ));
+        }
+        let topology = hearsay_topology::Config {
+            degree: self.degree,
+            timeouts: hearsay_topology::Timeouts {
+                suspect_after_ms: self.suspect_after_ms,
+                down_after_ms: self.down_after_ms,
+                ..hearsay_topology::Timeouts::default()
+            },
+            ..hearsay_topology::Config::default()
+        };
+        topology.validate().map_err(|e| {
+            let key = if e.contains("suspect_after_ms") && !e.contains("down_after_ms") {
+                "suspect_after_ms"
+            } else {
+                "down_after_ms"
+            };
+            invalid(key, e)
+        })?;
+        if self.degree > 32 {
+            return Err(invalid("degree", "must be at most 32"));
+        }
+        if self.clock_offset_ms.unsigned_abs() > 24 * 3_600_000 {
+            return Err(invalid("clock_offset_ms", "must be within a day"));
+        }
         Ok(Settings {
             data_dir: data_dir.to_path_buf(),
             listen,
@@ -458,6 +553,9 @@ impl Config {
                 keepalive: Duration::from_millis(self.events_keepalive_ms),
             },
             client_queue: self.client_queue,
+            public_url: self.public_url.clone(),
+            topology,
+            clock_offset_ms: self.clock_offset_ms,
         })
     }
 }

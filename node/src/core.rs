@@ -340,6 +340,9 @@ pub struct CoreState<S: Store> {
     durable: VersionVector,
     /// Signed actions accepted within the clock window (replay refusal).
     replays: ReplayGuard,
+    /// Regions and clock offsets of origins, from statuses; `None` (the
+    /// simulation, tests) measures delays on the raw clocks.
+    origins: Option<crate::status::Origins>,
 }
 
 impl<S: Store> std::fmt::Debug for CoreState<S> {
@@ -354,6 +357,13 @@ impl<S: Store> std::fmt::Debug for CoreState<S> {
 }
 
 impl<S: Store> CoreState<S> {
+    /// Labels and corrects replication delays with what statuses say of
+    /// each origin (see [`crate::status::Origins`]); deltas of an origin
+    /// not in `origins` are left out of the delay figures.
+    pub fn set_origins(&mut self, origins: crate::status::Origins) {
+        self.origins = Some(origins);
+    }
+
     /// Loads the document snapshot from `store` and replays the log above
     /// it. Everything the store holds counts as durable.
     pub fn open(
@@ -419,6 +429,7 @@ impl<S: Store> CoreState<S> {
             config,
             delays: VecDeque::with_capacity(RECENT_DELAYS),
             delay_percentiles: (None, None),
+            origins: None,
             failed: None,
             last_checkpoint_ms: now_ms,
             staged: Vec::new(),
@@ -824,11 +835,30 @@ impl<S: Store> CoreState<S> {
                 .get_or_create(&SourceLabels { source })
                 .inc_by(outcome.accepted.len() as u64);
             for d in &outcome.accepted {
-                let delay = now_ms.saturating_sub(d.origin_time_ms);
-                // The origin's region is not known until signed status
-                // gossip exists: one bounded label value meanwhile.
+                let (region, delay) = match &self.origins {
+                    None => (
+                        crate::metrics::UNKNOWN_REGION,
+                        now_ms.saturating_sub(d.origin_time_ms),
+                    ),
+                    Some(origins) => match origins.get(&d.origin) {
+                        Some(o) => (
+                            o.region,
+                            hearsay_topology::corrected_delay_ms(
+                                now_ms,
+                                d.origin_time_ms,
+                                o.offset_ms,
+                            ),
+                        ),
+                        None => {
+                            // No status of the origin yet: its clock may
+                            // be anywhere, so the delay is not measured.
+                            self.metrics.replication_delay_unmeasured.inc();
+                            continue;
+                        }
+                    },
+                };
                 self.metrics
-                    .replication_delay(crate::metrics::UNKNOWN_REGION, delay as f64 / 1000.0);
+                    .replication_delay(region, delay as f64 / 1000.0);
                 if self.delays.len() == RECENT_DELAYS {
                     self.delays.pop_front();
                 }

@@ -1,12 +1,21 @@
-//! `GET /api/v0/mesh`: this node and the nodes it knows.
+//! `GET /api/v0/mesh`: this node and the peers it has links to;
+//! `GET /api/v0/nodes`: every node known by its signed status, with its
+//! heartbeat age and state; `GET /api/v0/sync`: for each other node, what
+//! this node lacks of it and what it lacks of this node.
 //!
 //! The answer is read from what the node already publishes: the core's
 //! durable version vector (revision and token) and the network actor's
 //! [`NetStatus`](crate::net::NetStatus), whose peer table records each link's
 //! address, the RTT of its last ping and the revision a peer sent in its last
-//! sync request. Regions of other nodes are `null` until nodes publish
-//! signed statuses; a peer's revision is `null` until it has asked this node
-//! for a sync page.
+//! sync request. A peer's region is `null` until its status arrived; its
+//! revision is `null` until it has asked this node for a sync page.
+//!
+//! `/api/v0/sync` compares version vectors: this node's durable vector now,
+//! and each node's vector as of its last status (`status_age_ms` old, about
+//! a second at most while it is alive). "Lacks" counts deltas: `Σ max(0,
+//! theirs[o] - mine[o])` over origins `o`. A node holding deltas of more
+//! than [`crate::status::MAX_STATUS_ORIGINS`] origins publishes no vector;
+//! its counts are then `null` (unknown), never a guess.
 //!
 //! The shapes here are the wire format and the typed client's
 //! ([`crate::client::Client::mesh`]) alike.
@@ -17,8 +26,12 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
+use hearsay_crdt::VersionVector;
+use hearsay_topology::{Geo, State as NodeState, Status};
+
 use crate::api::{ApiState, ok};
-use crate::net::PeerSeen;
+use crate::net::{NodeSeen, PeerSeen};
+use crate::status::StatusBody;
 
 /// The body of `GET /api/v0/mesh`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,9 +88,198 @@ impl From<&PeerSeen> for MeshPeer {
     }
 }
 
-/// The mesh route.
+/// The body of `GET /api/v0/nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Nodes {
+    /// This node's last published status (`null` in the first moment
+    /// after start).
+    #[serde(rename = "self")]
+    pub this: Option<NodeEntry>,
+    /// Every other node known, by peer id (bounded by the peer table).
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// A node as its latest status shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub peer_id: String,
+    /// Base URL of its HTTP API.
+    pub http: String,
+    pub region: String,
+    pub geo: Option<Geo>,
+    /// `alive`, `suspect` or `down` (`self` for the node answering).
+    pub state: String,
+    /// How long ago its latest status arrived, ms.
+    pub heartbeat_age_ms: u64,
+    pub revision: u64,
+    pub revision_hash: String,
+    pub mean_response_ms: f64,
+    pub error_rate: f64,
+    pub replication_delay_p50_ms: f64,
+    pub replication_delay_p99_ms: f64,
+    pub neighbours: Vec<String>,
+    pub uptime_s: u64,
+    /// Its clock when it signed the status (Unix ms).
+    pub timestamp_ms: u64,
+    /// Its clock minus this node's, estimated from status timestamps, ms.
+    pub clock_offset_ms: Option<i64>,
+    /// Whether this node has a mesh link to it.
+    pub linked: bool,
+    pub listen_addrs: Vec<String>,
+}
+
+impl NodeEntry {
+    fn new(b: &StatusBody, state: &str, age_ms: u64, offset: Option<i64>, linked: bool) -> Self {
+        NodeEntry {
+            peer_id: b.peer_id.clone(),
+            http: b.http.clone(),
+            region: b.region.clone(),
+            geo: b.geo,
+            state: state.to_owned(),
+            heartbeat_age_ms: age_ms,
+            revision: b.revision,
+            revision_hash: b.revision_hash.clone(),
+            mean_response_ms: b.mean_response_ms,
+            error_rate: b.error_rate,
+            replication_delay_p50_ms: b.replication_delay_p50_ms,
+            replication_delay_p99_ms: b.replication_delay_p99_ms,
+            neighbours: b.neighbours.clone(),
+            uptime_s: b.uptime_s,
+            timestamp_ms: b.timestamp_ms,
+            clock_offset_ms: offset,
+            linked,
+            listen_addrs: b.listen_addrs.clone(),
+        }
+    }
+
+    /// The figures the router scores, as the topology crate takes them.
+    pub fn as_status(&self) -> Status<&str> {
+        Status {
+            peer: &self.peer_id,
+            http: self.http.clone(),
+            region: self.region.clone(),
+            geo: self.geo,
+            revision: self.revision,
+            revision_hash: 0,
+            mean_response_ms: self.mean_response_ms,
+            error_rate: self.error_rate,
+            replication_delay_p50_ms: self.replication_delay_p50_ms,
+            replication_delay_p99_ms: self.replication_delay_p99_ms,
+            neighbours: Vec::new(),
+            uptime_s: self.uptime_s,
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+}
+
+/// The lowercase name of a failure-detector state.
+pub fn state_name(state: NodeState) -> &'static str {
+    match state {
+        NodeState::Alive => "alive",
+        NodeState::Suspect => "suspect",
+        NodeState::Down => "down",
+    }
+}
+
+/// The body of `GET /api/v0/sync`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncView {
+    pub peer_id: String,
+    /// This node's durable revision.
+    pub revision: u64,
+    /// Every other node and how far apart the two are.
+    pub nodes: Vec<SyncEntry>,
+    /// Every node is alive, and neither side lacks anything of any.
+    pub in_sync: bool,
+}
+
+/// How this node and one other differ, in deltas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncEntry {
+    pub peer_id: String,
+    pub region: String,
+    pub state: String,
+    /// Age of the status the comparison uses, ms.
+    pub status_age_ms: u64,
+    pub revision: u64,
+    /// Deltas it holds that this node lacks (`null`: it sent no vector).
+    pub this_lacks: Option<u64>,
+    /// Deltas this node holds that it lacks.
+    pub it_lacks: Option<u64>,
+    /// Both counts are 0.
+    pub in_sync: Option<bool>,
+}
+
+/// The comparison of `mine` with one node's status.
+pub fn sync_entry(mine: &VersionVector, node: &NodeSeen, state: NodeState) -> SyncEntry {
+    let theirs = node.status.version_vector.as_ref();
+    let this_lacks = theirs.map(|t| crate::metrics::lacking(t, mine));
+    let it_lacks = theirs.map(|t| crate::metrics::lacking(mine, t));
+    let body = &node.status.body;
+    SyncEntry {
+        peer_id: body.peer_id.clone(),
+        region: body.region.clone(),
+        state: state_name(state).to_owned(),
+        status_age_ms: node.heartbeat_age().as_millis() as u64,
+        revision: body.revision,
+        this_lacks,
+        it_lacks,
+        in_sync: this_lacks.zip(it_lacks).map(|(a, b)| a == 0 && b == 0),
+    }
+}
+
+/// The mesh routes.
 pub fn routes() -> Router<ApiState> {
-    Router::new().route("/api/v0/mesh", get(mesh))
+    Router::new()
+        .route("/api/v0/mesh", get(mesh))
+        .route("/api/v0/nodes", get(nodes))
+        .route("/api/v0/sync", get(sync))
+}
+
+/// What `GET /api/v0/nodes` answers.
+pub fn nodes_view(state: &ApiState) -> Nodes {
+    let net = state.net_status.borrow();
+    let this = net
+        .me
+        .as_ref()
+        .map(|b| NodeEntry::new(b, "self", 0, Some(0), false));
+    let nodes = net
+        .nodes
+        .iter()
+        .map(|n| {
+            NodeEntry::new(
+                &n.status.body,
+                state_name(n.state(&net.timeouts)),
+                n.heartbeat_age().as_millis() as u64,
+                n.clock_offset_ms,
+                n.neighbour,
+            )
+        })
+        .collect();
+    Nodes { this, nodes }
+}
+
+async fn nodes(State(state): State<ApiState>) -> Response {
+    ok(nodes_view(&state))
+}
+
+async fn sync(State(state): State<ApiState>) -> Response {
+    let mine = state.core_status.borrow().version_vector.clone();
+    let net = state.net_status.borrow();
+    let nodes: Vec<SyncEntry> = net
+        .nodes
+        .iter()
+        .map(|n| sync_entry(&mine, n, n.state(&net.timeouts)))
+        .collect();
+    let in_sync = nodes
+        .iter()
+        .all(|n| n.state == "alive" && n.in_sync == Some(true));
+    ok(SyncView {
+        peer_id: state.info.peer_id.clone(),
+        revision: mine.sum(),
+        nodes,
+        in_sync,
+    })
 }
 
 /// What `GET /api/v0/mesh` answers, from the node's published state.
@@ -86,12 +288,19 @@ pub fn view(state: &ApiState) -> Mesh {
         let core = state.core_status.borrow();
         (core.version_vector.sum(), core.version_vector.to_token())
     };
-    let peers = state
-        .net_status
-        .borrow()
+    let net = state.net_status.borrow();
+    let peers = net
         .known
         .iter()
-        .map(MeshPeer::from)
+        .map(|p| {
+            let mut peer = MeshPeer::from(p);
+            peer.region = net
+                .nodes
+                .iter()
+                .find(|n| n.status.peer == p.peer_id)
+                .map(|n| n.status.body.region.clone());
+            peer
+        })
         .collect();
     let info = &state.info;
     Mesh {

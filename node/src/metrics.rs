@@ -15,11 +15,21 @@
 //!
 //! Every label value comes from a fixed set: enums written in lowercase
 //! snake case, route templates (never raw paths), status codes the API
-//! emits, [`ErrorKind::as_str`] names, and the origin region (one value,
-//! [`UNKNOWN_REGION`], until signed status gossip tells origins' regions).
+//! emits, [`ErrorKind::as_str`] names, and the origin region: the region
+//! an origin announces in its signed status, normalised by
+//! [`region_label`] (lowercase, at most [`MAX_REGION_LABELS`] distinct
+//! values per process, then `other`), or [`UNKNOWN_REGION`] for an origin
+//! whose status has not arrived.
+//!
+//! Status gossip adds `hearsay_statuses_received_total`,
+//! `hearsay_statuses_rejected_total{reason}` (malformed, forged,
+//! unknown_key), `hearsay_nodes{state}` (alive, suspect, down) and
+//! `hearsay_replication_delay_unmeasured_total` (deltas applied before their
+//! origin's clock offset was known, left out of the delay histogram).
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use hearsay_crdt::{ErrorKind, VersionVector};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -149,19 +159,113 @@ pub struct ErrorLabels {
     pub kind: ErrorClass,
 }
 
-/// The `origin_region` label value while origins' regions are unknown.
-///
-/// Today a delta names its origin node but not the origin's region, so the
-/// per-region series (`hearsay_replication_delay_seconds`,
-/// `hearsay_lag_deltas`) carry this one value. When signed status gossip
-/// lands, the label becomes the origin's region (as announced in its
-/// status; still bounded: one value per region of the mesh), with this
-/// value kept for origins whose status has not arrived.
+/// The `origin_region` label value of an origin whose status has not
+/// arrived (a delta names its origin node, not its region).
 pub const UNKNOWN_REGION: &str = "unknown";
+/// The label value for regions beyond [`MAX_REGION_LABELS`].
+pub const OTHER_REGION: &str = "other";
+/// Most distinct `origin_region` values a process uses.
+pub const MAX_REGION_LABELS: usize = 64;
+
+/// The `origin_region` label value of a region as a status announces it:
+/// lowercased, characters other than `a-z0-9_-` replaced by `_`, at most 32
+/// characters; the first [`MAX_REGION_LABELS`] distinct values are kept
+/// for the life of the process (peers cannot grow the label set), later
+/// ones become [`OTHER_REGION`].
+pub fn region_label(region: &str) -> &'static str {
+    static LABELS: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
+    let clean: String = region
+        .chars()
+        .take(32)
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '_' | '-') => c,
+            _ => '_',
+        })
+        .collect();
+    if clean.is_empty() {
+        return UNKNOWN_REGION;
+    }
+    let mut labels = LABELS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(l) = labels.get(clean.as_str()) {
+        return l;
+    }
+    if labels.len() >= MAX_REGION_LABELS {
+        return OTHER_REGION;
+    }
+    let leaked: &'static str = Box::leak(clean.into_boxed_str());
+    labels.insert(leaked);
+    leaked
+}
+
+/// Running totals of the HTTP API, from which the status reports the mean
+/// response time and error rate of the last few seconds.
+#[derive(Debug, Default)]
+pub struct ResponseTotals {
+    count: AtomicU64,
+    micros: AtomicU64,
+    /// Server-side failures: 5xx, overload.
+    failures: AtomicU64,
+}
+
+/// A reading of [`ResponseTotals`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResponseReading {
+    pub count: u64,
+    pub micros: u64,
+    pub failures: u64,
+}
+
+impl ResponseTotals {
+    pub fn record(&self, micros: u64, failed: bool) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+        if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn read(&self) -> ResponseReading {
+        ResponseReading {
+            count: self.count.load(Ordering::Relaxed),
+            micros: self.micros.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl ResponseReading {
+    /// Mean response time (ms) and failure share between `earlier` and
+    /// `self`; (0, 0) when no request was answered in between.
+    pub fn since(&self, earlier: &ResponseReading) -> (f64, f64) {
+        let n = self.count.saturating_sub(earlier.count);
+        if n == 0 {
+            return (0.0, 0.0);
+        }
+        let micros = self.micros.saturating_sub(earlier.micros);
+        let failures = self.failures.saturating_sub(earlier.failures).min(n);
+        (
+            micros as f64 / n as f64 / 1000.0,
+            failures as f64 / n as f64,
+        )
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OriginLabels {
-    /// The origin node's region; [`UNKNOWN_REGION`] until statuses exist.
+    /// [`region_label`] of the origin node's region, or [`UNKNOWN_REGION`].
     pub origin_region: &'static str,
 }
 
@@ -245,7 +349,31 @@ pub struct Metrics {
     pub event_streams_lagged: Counter,
     /// Client writes refused by the user-key rules, by reason.
     pub user_refusals: Family<RefusalLabels, Counter>,
+    /// Verified statuses taken in.
+    pub statuses_received: Counter,
+    /// Statuses refused, by [`crate::status::Rejection::reason`].
+    pub statuses_rejected: Family<ReasonLabels, Counter>,
+    /// Nodes in the peer table, by failure-detector state.
+    pub nodes: Family<StateLabels, Gauge>,
+    /// Remote deltas applied while their origin's clock offset was unknown
+    /// (no status from it yet): left out of the delay histogram.
+    pub replication_delay_unmeasured: Counter,
+    /// Totals behind the status's mean response time and error rate.
+    pub responses: Arc<ResponseTotals>,
     registry: Arc<std::sync::Mutex<Registry>>,
+}
+
+/// [`lacking`] per origin region: `region` names each origin's label.
+pub fn lacking_by_region(
+    known: &VersionVector,
+    held: &VersionVector,
+    region: impl Fn(&hearsay_crdt::NodeId) -> &'static str,
+) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for (origin, seqs) in known.missing_from(held) {
+        *out.entry(region(&origin)).or_default() += seqs.end() - seqs.start() + 1;
+    }
+    out
 }
 
 /// Deltas `known` names that `held` lacks: `Σ max(0, known[o] - held[o])`
@@ -287,6 +415,11 @@ impl Metrics {
             events_sent: Counter::default(),
             event_streams_lagged: Counter::default(),
             user_refusals: Family::default(),
+            statuses_received: Counter::default(),
+            statuses_rejected: Family::default(),
+            nodes: Family::default(),
+            replication_delay_unmeasured: Counter::default(),
+            responses: Arc::default(),
             registry: Arc::default(),
         };
         let r = registry.sub_registry_with_prefix("hearsay");
@@ -352,7 +485,7 @@ impl Metrics {
         );
         r.register(
             "replication_delay_seconds",
-            "Origin write to local apply, for remote deltas, by origin region (unknown until statuses exist)",
+            "Origin write to local apply, for remote deltas, corrected by the clock offset to the origin, by origin region",
             m.replication_delay_seconds.clone(),
         );
         r.register(
@@ -395,6 +528,26 @@ impl Metrics {
             "Client writes refused by the user-key rules (signatures, keys, clock window, replays, names), by reason",
             m.user_refusals.clone(),
         );
+        r.register(
+            "statuses_received",
+            "Signed statuses verified and taken in",
+            m.statuses_received.clone(),
+        );
+        r.register(
+            "statuses_rejected",
+            "Statuses refused, by reason (malformed, forged, unknown_key)",
+            m.statuses_rejected.clone(),
+        );
+        r.register(
+            "nodes",
+            "Nodes known from statuses, by state (alive, suspect, down)",
+            m.nodes.clone(),
+        );
+        r.register(
+            "replication_delay_unmeasured",
+            "Remote deltas applied before their origin's clock offset was known (not in the delay histogram)",
+            m.replication_delay_unmeasured.clone(),
+        );
         let (lat, lon) = geo.map_or((String::new(), String::new()), |g| {
             (g.lat.to_string(), g.lon.to_string())
         });
@@ -425,6 +578,12 @@ impl Metrics {
             }
         }
         m.lag(UNKNOWN_REGION, 0);
+        for reason in ["malformed", "forged", "unknown_key"] {
+            drop(m.statuses_rejected.get_or_create(&ReasonLabels { reason }));
+        }
+        for state in ["alive", "suspect", "down"] {
+            drop(m.nodes.get_or_create(&StateLabels { state }));
+        }
         m.heartbeat();
         *m.registry.lock().expect("fresh mutex") = registry;
         m

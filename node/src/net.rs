@@ -19,13 +19,24 @@
 //!   redial join peers and dialled peers with a capped backoff.
 //! - Discovery: identify feeds listen addresses into kad and an address
 //!   book; kad's routing updates are offered to the machine.
+//! - Statuses: once a second the node signs and publishes its status
+//!   ([`crate::status`]) on its own gossipsub topic. Received statuses are
+//!   verified (refused ones are rejected in gossipsub and counted), give
+//!   clock offsets and origin regions ([`crate::status::Origins`]), and go
+//!   to a [`hearsay_topology::Topology`], the second machine of this actor:
+//!   its peer table and failure detector back `GET /api/v0/nodes`, and its
+//!   `Dial`s keep the node at its degree and around articulation points.
+//!   Its neighbours are the peers subscribed to the delta topic; a peer
+//!   without the sync protocol (a router) is a light member: no sync
+//!   rounds, no degree.
 //!
 //! The actor never waits on the core: deltas go to it with `try_send`, and
 //! its answers come back as futures polled in the same `select!` loop.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -50,8 +61,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Sleep};
 
 use crate::core::{CoreEvent, CoreStatus, PeerCommand};
-use crate::metrics::{Metrics, Source};
+use crate::metrics::{Metrics, ResponseReading, Source};
+use crate::status::{self, OriginInfo, Origins, STATUS_TOPIC, StatusBody, Verified};
 use crate::store::{Store, read_page};
+use hearsay_topology::{Geo, State, Timeouts, Topology};
 
 /// The gossipsub topic deltas are pushed on.
 pub const DELTA_TOPIC: &str = "hearsay/deltas/1";
@@ -87,6 +100,11 @@ const STATUS_EVERY: Duration = Duration::from_millis(250);
 const MAX_PEER_TABLE: usize = 256;
 /// Peers listed in [`NetStatus::known`], connected ones first.
 pub const MAX_LISTED_PEERS: usize = 64;
+/// How often the node publishes its signed status (the heartbeat).
+pub const STATUS_PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// Readings of the response totals kept: the status's response time and
+/// error rate cover the last this-many publications (10 s).
+const RESPONSE_WINDOW: usize = 10;
 
 /// Anti-entropy request: "this is what I have".
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -217,6 +235,36 @@ pub struct NetStatus {
     /// The peers this node knows, connected ones first, then by peer id; at
     /// most [`MAX_LISTED_PEERS`]. For the mesh view (`GET /api/v0/mesh`).
     pub known: Vec<PeerSeen>,
+    /// This node's last published status.
+    pub me: Option<Arc<StatusBody>>,
+    /// The other nodes known by their statuses, by peer id (`GET
+    /// /api/v0/nodes`, `GET /api/v0/sync`).
+    pub nodes: Arc<Vec<NodeSeen>>,
+    /// The failure detector's thresholds, to tell a node's state from its
+    /// heartbeat age.
+    pub timeouts: Timeouts,
+}
+
+/// Another node as its latest verified status shows it.
+#[derive(Debug, Clone)]
+pub struct NodeSeen {
+    pub status: Arc<Verified>,
+    /// When the status arrived (local monotonic clock).
+    pub received: Instant,
+    /// Its clock minus this node's, ms (see `hearsay_topology::ClockOffsets`).
+    pub clock_offset_ms: Option<i64>,
+    /// A mesh link to it is up.
+    pub neighbour: bool,
+}
+
+impl NodeSeen {
+    pub fn heartbeat_age(&self) -> Duration {
+        self.received.elapsed()
+    }
+
+    pub fn state(&self, timeouts: &Timeouts) -> State {
+        timeouts.state(self.heartbeat_age().as_millis() as u64)
+    }
 }
 
 /// What the actor has observed of one peer. Facts only: nothing here feeds
@@ -323,12 +371,25 @@ fn add_addr(addrs: &mut Vec<Multiaddr>, addr: Multiaddr) {
     }
 }
 
-/// Where the node announces its addresses once listening.
+/// Where the node announces its addresses once listening, and what its
+/// statuses say of it.
 #[derive(Debug, Clone)]
 pub struct Announce {
     pub path: PathBuf,
     pub http: String,
     pub region: String,
+    /// Base URL announced in statuses.
+    pub public_url: String,
+    pub geo: Option<Geo>,
+    /// Added to the wall clock (testing: `clock_offset_ms`).
+    pub clock_offset_ms: i64,
+}
+
+impl Announce {
+    /// This node's wall clock, Unix ms (shifted by `clock_offset_ms`).
+    pub fn wall_ms(&self) -> u64 {
+        crate::core::now_ms().saturating_add_signed(self.clock_offset_ms)
+    }
 }
 
 /// Everything the network actor needs.
@@ -346,6 +407,12 @@ pub struct NetParts<S> {
     pub metrics: Metrics,
     pub status: watch::Sender<NetStatus>,
     pub announce: Announce,
+    /// The node's identity, to sign statuses with.
+    pub identity: identity::Keypair,
+    /// The topology machine's rules.
+    pub topology: hearsay_topology::Config,
+    /// Written here from statuses, read by the core.
+    pub origins: Origins,
 }
 
 /// Work the actor waits for without blocking its loop.
@@ -360,6 +427,8 @@ enum Pending {
         request: RequestId,
         response: SyncResponse,
     },
+    /// An event for the topology machine, deferred.
+    TopologyEvent(hearsay_topology::Event<PeerId>),
 }
 
 struct Net<S> {
@@ -397,6 +466,27 @@ struct Net<S> {
     /// Events produced while carrying out commands, fed before the next
     /// swarm event (a full core queue, for instance).
     inbox: VecDeque<Event<PeerId, MessageId>>,
+    status_topic: IdentTopic,
+    identity: identity::Keypair,
+    started: Instant,
+    /// The mesh machine, on the same clock as the sync machine.
+    topology: Topology<PeerId>,
+    topology_timer: Pin<Box<Sleep>>,
+    /// Latest verified status of each node in the topology's table.
+    nodes: BTreeMap<PeerId, NodeSeen>,
+    /// `nodes` changed since it was last published to the API.
+    nodes_dirty: bool,
+    offsets: hearsay_topology::ClockOffsets<PeerId>,
+    origins: Origins,
+    /// Connected peers subscribed to the delta topic: mesh neighbours.
+    members: BTreeSet<PeerId>,
+    /// Connected peers without the sync protocol (routers).
+    light: BTreeSet<PeerId>,
+    /// Readings of the HTTP response totals, one per status publication.
+    responses: VecDeque<ResponseReading>,
+    /// Regions whose lag gauge was set, so a region that caught up is set
+    /// back to 0.
+    lag_regions: BTreeSet<&'static str>,
 }
 
 /// Starts listening and runs the actor until `shutdown` turns true.
@@ -414,11 +504,14 @@ pub async fn run<S: Store>(
             })?;
     }
     let topic = IdentTopic::new(DELTA_TOPIC);
-    swarm
-        .behaviour_mut()
-        .gossipsub
-        .subscribe(&topic)
-        .map_err(|e| NetError::Build(e.to_string()))?;
+    let status_topic = IdentTopic::new(STATUS_TOPIC);
+    for t in [&topic, &status_topic] {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(t)
+            .map_err(|e| NetError::Build(e.to_string()))?;
+    }
     let join: BTreeMap<PeerId, Multiaddr> = parts
         .join
         .into_iter()
@@ -441,7 +534,23 @@ pub async fn run<S: Store>(
     for (peer, addr) in &join {
         seen.known(*peer, addr.clone());
     }
+    let local = *swarm.local_peer_id();
+    let max_nodes = parts.topology.max_peers;
+    let topology = Topology::new(local, parts.announce.geo, parts.topology, rand::random());
     let mut net = Net {
+        status_topic,
+        identity: parts.identity,
+        started: Instant::now(),
+        topology,
+        topology_timer: Box::pin(tokio::time::sleep_until(epoch + Duration::from_secs(3600))),
+        nodes: BTreeMap::new(),
+        nodes_dirty: false,
+        offsets: hearsay_topology::ClockOffsets::new(max_nodes),
+        origins: parts.origins,
+        members: BTreeSet::new(),
+        light: BTreeSet::new(),
+        responses: VecDeque::new(),
+        lag_regions: BTreeSet::new(),
         swarm,
         topic,
         machine,
@@ -467,6 +576,8 @@ pub async fn run<S: Store>(
     };
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeat = tokio::time::interval(STATUS_PUBLISH_EVERY);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
@@ -483,7 +594,12 @@ pub async fn run<S: Store>(
                 net.timer.as_mut().reset(Instant::now() + Duration::from_secs(3600));
                 net.feed(Event::Tick);
             }
+            () = &mut net.topology_timer => {
+                net.topology_timer.as_mut().reset(Instant::now() + Duration::from_secs(3600));
+                net.feed_topology(hearsay_topology::Event::Tick);
+            }
             _ = status_tick.tick() => net.publish_status(),
+            _ = heartbeat.tick() => net.publish_heartbeat(),
         }
     }
     tracing::info!("network stopped");
@@ -706,6 +822,7 @@ impl<S: Store> Net<S> {
                 self.respond(request, response);
                 self.feed(Event::Served { request });
             }
+            Pending::TopologyEvent(event) => self.feed_topology(event),
         }
     }
 
@@ -720,20 +837,248 @@ impl<S: Store> Net<S> {
     fn publish_status(&mut self) {
         let peers = self.swarm.connected_peers().count();
         self.metrics.peers_connected.set(peers as i64);
-        // Lag: deltas some peer holds (by its last sync request) that this
-        // node has not made durable. Every origin's region is unknown until
-        // status gossip exists, so all lag goes to one series.
-        let lag = crate::metrics::lacking(&self.known, &self.core_status.borrow().version_vector);
-        self.metrics.lag(crate::metrics::UNKNOWN_REGION, lag);
+        // Lag: deltas some peer holds (by its last sync request or status)
+        // that this node has not made durable, by the origin's region.
+        let origins = &self.origins;
+        let lag = crate::metrics::lacking_by_region(
+            &self.known,
+            &self.core_status.borrow().version_vector,
+            |o| origins.region(o),
+        );
+        for region in &self.lag_regions {
+            if !lag.contains_key(region) {
+                self.metrics.lag(region, 0);
+            }
+        }
+        for (region, deltas) in &lag {
+            self.metrics.lag(region, *deltas);
+            self.lag_regions.insert(region);
+        }
         let known = self.seen.listed();
+        let nodes = std::mem::take(&mut self.nodes_dirty)
+            .then(|| Arc::new(self.nodes.values().cloned().collect::<Vec<_>>()));
+        let timeouts = *self.topology.table().timeouts();
         self.status.send_if_modified(|s| {
-            let changed =
-                s.peers != peers || s.listen_addrs != self.listen_addrs || s.known != known;
+            let changed = s.peers != peers
+                || s.listen_addrs != self.listen_addrs
+                || s.known != known
+                || nodes.is_some();
             s.peers = peers;
             s.listen_addrs.clone_from(&self.listen_addrs);
             s.known = known;
+            s.timeouts = timeouts;
+            if let Some(nodes) = nodes {
+                s.nodes = nodes;
+            }
             changed
         });
+    }
+
+    /// Feeds the topology machine and carries out its commands.
+    fn feed_topology(&mut self, event: hearsay_topology::Event<PeerId>) {
+        let now = self.now();
+        for command in self.topology.handle(now, event) {
+            match command {
+                hearsay_topology::Command::Dial { peer, .. } => {
+                    tracing::debug!(%peer, "topology dials");
+                    let addresses = self.addresses.get(&peer).cloned().unwrap_or_default();
+                    let opts = DialOpts::peer_id(peer)
+                        .condition(PeerCondition::Disconnected)
+                        .addresses(addresses)
+                        .build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(%peer, error = %e, "topology dial");
+                        // Reported at the next event (not re-entrantly).
+                        self.pending.push(
+                            async move {
+                                Pending::TopologyEvent(hearsay_topology::Event::DialFailed { peer })
+                            }
+                            .boxed(),
+                        );
+                    }
+                }
+                hearsay_topology::Command::ArmTimer { at } => {
+                    let when = self.epoch + Duration::from_millis(at);
+                    self.topology_timer.as_mut().reset(when);
+                }
+                hearsay_topology::Command::StateChanged { peer, state } => {
+                    tracing::info!(%peer, ?state, "node state");
+                    self.nodes_dirty = true;
+                }
+            }
+        }
+        // The table forgets nodes silent for long: so do the views of them.
+        let table = self.topology.table();
+        let before = self.nodes.len();
+        self.nodes.retain(|p, _| table.get(p).is_some());
+        if self.nodes.len() != before {
+            let nodes = &self.nodes;
+            self.origins
+                .retain(|o| nodes.keys().any(|p| status::node_id(p).as_ref() == Some(o)));
+            self.nodes_dirty = true;
+        }
+    }
+
+    /// Signs and publishes this node's status, and counts nodes by state.
+    fn publish_heartbeat(&mut self) {
+        let core = self.core_status.borrow().clone();
+        let (revision, revision_hash, version_vector) =
+            status::revision_fields(&core.version_vector);
+        let reading = self.metrics.responses.read();
+        let (mean_response_ms, error_rate) = self
+            .responses
+            .front()
+            .map_or((0.0, 0.0), |earlier| reading.since(earlier));
+        if self.responses.len() == RESPONSE_WINDOW {
+            self.responses.pop_front();
+        }
+        self.responses.push_back(reading);
+        let body = StatusBody {
+            peer_id: self.swarm.local_peer_id().to_string(),
+            http: self.announce.public_url.clone(),
+            region: self.announce.region.clone(),
+            geo: self.announce.geo,
+            listen_addrs: self
+                .listen_addrs
+                .iter()
+                .take(status::MAX_LISTEN_ADDRS)
+                .map(|a| a.to_string())
+                .collect(),
+            revision,
+            revision_hash,
+            version_vector,
+            mean_response_ms,
+            error_rate,
+            replication_delay_p50_ms: core.delay_p50_ms.unwrap_or(0) as f64,
+            replication_delay_p99_ms: core.delay_p99_ms.unwrap_or(0) as f64,
+            neighbours: self
+                .members
+                .iter()
+                .take(hearsay_topology::MAX_NEIGHBOURS)
+                .map(|p| p.to_string())
+                .collect(),
+            uptime_s: self.started.elapsed().as_secs(),
+            timestamp_ms: self.announce.wall_ms(),
+        };
+        let bytes = status::encode(&self.identity, &body);
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.status_topic.clone(), bytes)
+        {
+            // No subscribed peer yet: the next heartbeat tries again.
+            tracing::trace!(error = %e, "publishing the status");
+        }
+        let me = Arc::new(body);
+        self.status.send_modify(|s| s.me = Some(me));
+        let now = self.now();
+        let mut counts = [0i64; 3];
+        for e in self.topology.table().iter() {
+            let i = match self.topology.table().state(&e.status.peer, now) {
+                Some(State::Alive) => 0,
+                Some(State::Suspect) => 1,
+                _ => 2,
+            };
+            counts[i] += 1;
+        }
+        for (state, n) in ["alive", "suspect", "down"].into_iter().zip(counts) {
+            self.metrics
+                .nodes
+                .get_or_create(&crate::metrics::StateLabels { state })
+                .set(n);
+        }
+        // Ages move even when no status arrives.
+        self.nodes_dirty |= !self.nodes.is_empty();
+    }
+
+    /// A status from gossip: verify, learn, feed the topology.
+    fn on_status(&mut self, from: PeerId, id: MessageId, author: Option<PeerId>, data: &[u8]) {
+        let verdict = status::verify(author.as_ref(), data);
+        let acceptance = match &verdict {
+            Ok(v) if self.is_stale(v) => MessageAcceptance::Ignore,
+            Ok(_) => MessageAcceptance::Accept,
+            Err(_) => MessageAcceptance::Reject,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &from, acceptance.clone());
+        let v = match verdict {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "status refused");
+                self.metrics
+                    .statuses_rejected
+                    .get_or_create(&crate::metrics::ReasonLabels { reason: e.reason() })
+                    .inc();
+                return;
+            }
+        };
+        if !matches!(acceptance, MessageAcceptance::Accept) || v.peer == *self.swarm.local_peer_id()
+        {
+            return;
+        }
+        self.metrics.statuses_received.inc();
+        let peer = v.peer;
+        self.offsets
+            .sample(peer, v.body.timestamp_ms, self.announce.wall_ms());
+        let clock_offset_ms = self.offsets.offset(&peer);
+        if let (Some(origin), Some(offset_ms)) = (status::node_id(&peer), clock_offset_ms) {
+            self.origins.set(
+                origin,
+                OriginInfo {
+                    region: crate::metrics::region_label(&v.body.region),
+                    offset_ms,
+                },
+            );
+        }
+        self.learn_addresses(peer, v.listen_addrs.iter().cloned());
+        if let Some(vv) = &v.version_vector {
+            self.know(vv);
+        }
+        let topology_status = v.status.clone();
+        self.nodes.insert(
+            peer,
+            NodeSeen {
+                status: Arc::new(v),
+                received: Instant::now(),
+                clock_offset_ms,
+                neighbour: self.members.contains(&peer),
+            },
+        );
+        self.nodes_dirty = true;
+        self.feed_topology(hearsay_topology::Event::Status {
+            from,
+            status: topology_status,
+        });
+    }
+
+    /// A status no newer than the one held (relayed again, or replayed).
+    fn is_stale(&self, v: &Verified) -> bool {
+        self.nodes
+            .get(&v.peer)
+            .is_some_and(|n| n.status.body.timestamp_ms >= v.body.timestamp_ms)
+    }
+
+    /// A peer subscribed to the delta topic: a mesh neighbour.
+    fn member_up(&mut self, peer: PeerId) {
+        if self.light.contains(&peer) || !self.members.insert(peer) {
+            return;
+        }
+        if let Some(n) = self.nodes.get_mut(&peer) {
+            n.neighbour = true;
+        }
+        self.feed_topology(hearsay_topology::Event::Connected { peer });
+    }
+
+    fn member_down(&mut self, peer: PeerId) {
+        if self.members.remove(&peer) {
+            if let Some(n) = self.nodes.get_mut(&peer) {
+                n.neighbour = false;
+            }
+            self.feed_topology(hearsay_topology::Event::Disconnected { peer });
+        }
     }
 
     fn write_announce(&self) {
@@ -807,7 +1152,10 @@ impl<S: Store> Net<S> {
                 if num_established == 0 {
                     tracing::info!(peer = %peer_id, "disconnected");
                     self.seen.disconnected(peer_id);
-                    self.feed(Event::PeerDown { peer: peer_id });
+                    if !self.light.remove(&peer_id) {
+                        self.feed(Event::PeerDown { peer: peer_id });
+                    }
+                    self.member_down(peer_id);
                 }
                 self.publish_status();
             }
@@ -818,6 +1166,7 @@ impl<S: Store> Net<S> {
             } => {
                 tracing::debug!(%peer, %error, "dial failed");
                 self.feed(Event::DialFailed { peer });
+                self.feed_topology(hearsay_topology::Event::DialFailed { peer });
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -833,9 +1182,23 @@ impl<S: Store> Net<S> {
                         propagation_source,
                         message_id,
                         message,
-                    } => self.on_gossip(propagation_source, message_id, &message.data),
-                    gossipsub::Event::Subscribed { peer_id, .. } => {
-                        self.feed(Event::Subscribed { peer: peer_id })
+                    } => {
+                        if message.topic == self.status_topic.hash() {
+                            self.on_status(
+                                propagation_source,
+                                message_id,
+                                message.source,
+                                &message.data,
+                            );
+                        } else {
+                            self.on_gossip(propagation_source, message_id, &message.data)
+                        }
+                    }
+                    gossipsub::Event::Subscribed { peer_id, topic }
+                        if topic == self.topic.hash() =>
+                    {
+                        self.feed(Event::Subscribed { peer: peer_id });
+                        self.member_up(peer_id);
                     }
                     _ => {}
                 }
@@ -874,6 +1237,17 @@ impl<S: Store> Net<S> {
             BehaviourEvent::Identify(event) => {
                 self.p2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = event {
+                    if !info.protocols.contains(&SYNC_PROTOCOL)
+                        && self.swarm.is_connected(&peer_id)
+                        && self.light.insert(peer_id)
+                    {
+                        // A light member (a router): not a sync partner,
+                        // not a neighbour.
+                        tracing::info!(peer = %peer_id, agent = %info.agent_version, "light member");
+                        self.feed(Event::PeerDown { peer: peer_id });
+                        self.member_down(peer_id);
+                        return;
+                    }
                     let addrs: Vec<Multiaddr> = info
                         .listen_addrs
                         .into_iter()
@@ -901,6 +1275,9 @@ impl<S: Store> Net<S> {
             BehaviourEvent::Ping(event) => {
                 self.p2p_metrics.record(&event);
                 let peer = event.peer;
+                if self.light.contains(&peer) {
+                    return;
+                }
                 match event.result {
                     Ok(rtt) => {
                         self.seen.rtt(peer, rtt);

@@ -68,15 +68,21 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     tracing::info!(%peer_id, region = %settings.region, data_dir = %settings.data_dir.display(), "starting");
 
     let metrics = Metrics::new(&settings.region, settings.geo);
+    let offset = settings.clock_offset_ms;
+    let clock = move || crate::core::now_ms().saturating_add_signed(offset);
+    let origins = crate::status::Origins::default();
     let core = {
         let (dir, metrics) = (settings.data_dir.join("db"), metrics.clone());
         let config = CoreConfig {
             cache_docs: settings.cache_docs,
             checkpoint_interval_ms: settings.checkpoint_interval.as_millis() as u64,
         };
+        let origins = origins.clone();
         tokio::task::spawn_blocking(move || {
             let store = SledStore::open(&dir).map_err(CoreError::from)?;
-            CoreState::open(store, key, config, metrics, crate::core::now_ms())
+            let mut core = CoreState::open(store, key, config, metrics, clock())?;
+            core.set_origins(origins);
+            Ok::<_, CoreError>(core)
         })
         .await
         .expect("store open task")?
@@ -93,7 +99,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     };
     let core_thread = std::thread::Builder::new()
         .name("hearsay-core".into())
-        .spawn(move || run_core(core, queues, event_tx, core_status_tx, crate::core::now_ms))
+        .spawn(move || run_core(core, queues, event_tx, core_status_tx, clock))
         .expect("spawn core thread");
 
     let listener = tokio::net::TcpListener::bind(settings.http)
@@ -111,7 +117,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let (stop_tx, stop_rx) = watch::channel(false);
     let (net_status_tx, net_status) = watch::channel(net::NetStatus::default());
     let swarm = net::build_swarm(
-        identity,
+        identity.clone(),
         settings.max_connections,
         settings.target_peers > 0,
     )?;
@@ -135,7 +141,16 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
                 path: announce_path.clone(),
                 http: http_addr.to_string(),
                 region: settings.region.clone(),
+                public_url: settings
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{http_addr}")),
+                geo: settings.geo,
+                clock_offset_ms: settings.clock_offset_ms,
             },
+            identity,
+            topology: settings.topology.clone(),
+            origins,
         },
         stop_rx.clone(),
     ));

@@ -23,7 +23,10 @@
 //! topology machine (peer table, failure detection, degree, router score)
 //! plus the facts only the node and the router use ([`Verified`]).
 
-use hearsay_crdt::VersionVector;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use hearsay_crdt::{NodeId, VersionVector};
 use hearsay_topology::{Geo, MAX_NEIGHBOURS, Status};
 use libp2p::{Multiaddr, PeerId, identity};
 use serde::{Deserialize, Serialize};
@@ -174,9 +177,8 @@ pub fn verify(author: Option<&PeerId>, data: &[u8]) -> Result<Verified, Rejectio
         .peer_id
         .parse()
         .map_err(|_| malformed("peer_id is not a peer id"))?;
-    let key = public_key(&peer).ok_or_else(|| {
-        Rejection::UnknownKey(format!("{peer} does not embed an ed25519 key"))
-    })?;
+    let key = public_key(&peer)
+        .ok_or_else(|| Rejection::UnknownKey(format!("{peer} does not embed an ed25519 key")))?;
     let mut signed = Vec::with_capacity(SIGNING_DOMAIN.len() + json.len());
     signed.extend_from_slice(SIGNING_DOMAIN);
     signed.extend_from_slice(json);
@@ -289,6 +291,57 @@ fn check_bounds(b: &StatusBody) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// What a node knows of each origin from its statuses: the region (as a
+/// metric label) and the clock offset (`their clock - mine`, ms), shared
+/// by the network actor (which writes it) and the core (which reads it to
+/// label and correct replication delays). Bounded by the actor's peer
+/// table.
+#[derive(Clone, Debug, Default)]
+pub struct Origins(Arc<RwLock<HashMap<NodeId, OriginInfo>>>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OriginInfo {
+    pub region: &'static str,
+    pub offset_ms: i64,
+}
+
+impl Origins {
+    pub fn get(&self, origin: &NodeId) -> Option<OriginInfo> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(origin)
+            .copied()
+    }
+
+    pub fn set(&self, origin: NodeId, info: OriginInfo) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(origin, info);
+    }
+
+    /// Keeps only the origins `keep` says yes to.
+    pub fn retain(&self, mut keep: impl FnMut(&NodeId) -> bool) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| keep(k));
+    }
+
+    /// The region label of `origin`, or [`crate::metrics::UNKNOWN_REGION`].
+    pub fn region(&self, origin: &NodeId) -> &'static str {
+        self.get(origin)
+            .map_or(crate::metrics::UNKNOWN_REGION, |i| i.region)
+    }
+}
+
+/// The hearsay node id (delta origin) of an ed25519 peer id.
+pub fn node_id(peer: &PeerId) -> Option<NodeId> {
+    let key = public_key(peer)?.try_into_ed25519().ok()?;
+    Some(NodeId(key.to_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,7 +354,10 @@ mod tests {
             peer_id: peer.to_string(),
             http: "http://127.0.0.1:8080".into(),
             region: "eu-west".into(),
-            geo: Some(Geo { lat: 50.1, lon: 8.7 }),
+            geo: Some(Geo {
+                lat: 50.1,
+                lon: 8.7,
+            }),
             listen_addrs: vec![format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")],
             revision,
             revision_hash,
@@ -367,7 +423,15 @@ mod tests {
         let cases: Vec<(&str, Box<dyn Fn(&mut StatusBody)>)> = vec![
             ("nan", Box::new(|b| b.mean_response_ms = f64::NAN)),
             ("rate", Box::new(|b| b.error_rate = 2.0)),
-            ("geo", Box::new(|b| b.geo = Some(Geo { lat: 95.0, lon: 0.0 }))),
+            (
+                "geo",
+                Box::new(|b| {
+                    b.geo = Some(Geo {
+                        lat: 95.0,
+                        lon: 0.0,
+                    })
+                }),
+            ),
             ("region", Box::new(|b| b.region = String::new())),
             ("sum", Box::new(|b| b.revision += 1)),
             ("hash", Box::new(|b| b.revision_hash = "00".repeat(8))),

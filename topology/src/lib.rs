@@ -66,12 +66,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+mod clock;
 mod graph;
 mod score;
 mod table;
 #[cfg(test)]
 mod tests;
 
+pub use clock::{ClockOffsets, corrected_delay_ms};
 pub use graph::{Graph, articulation_points};
 pub use score::{MIN_COST, Ranked, Terms, UNKNOWN_DISTANCE_KM, Weights, rank, score};
 pub use table::{Entry, Insert, MAX_FIGURE_MS, MAX_NEIGHBOURS, PeerTable, State, Timeouts};
