@@ -152,6 +152,15 @@ fn now_s() -> f64 {
 async fn metrics_are_present_and_move() {
     let a = TestNode::start("a", &[]).await;
     let b = TestNode::start("b", &[&a.tcp_addr()]).await;
+    // Delays are measured once b has a's status (its region and clock).
+    wait_until(REPLICATION, "b has a's status", async || {
+        b.client().nodes().await.is_ok_and(|n| {
+            n.nodes
+                .iter()
+                .any(|n| n.peer_id == a.peer_id() && n.clock_offset_ms.is_some())
+        })
+    })
+    .await;
 
     let before = scrape(&a).await;
     let names: BTreeSet<&str> = before.iter().map(|s| s.name.as_str()).collect();
@@ -241,9 +250,12 @@ async fn metrics_are_present_and_move() {
     let delays = sum(
         &follower,
         "hearsay_replication_delay_seconds_count",
-        &[("origin_region", "unknown")],
+        &[("origin_region", "a")],
     );
-    assert!(delays >= 3.0, "follower has {delays} delay samples");
+    assert!(
+        delays >= 3.0,
+        "follower has {delays} delay samples labelled with a's region"
+    );
     let delay_sum = sum(&follower, "hearsay_replication_delay_seconds_sum", &[]);
     assert!(
         (0.0..30.0 * delays).contains(&delay_sum),

@@ -9,6 +9,7 @@
 mod client;
 mod demo;
 mod flags;
+mod mesh;
 mod tail;
 mod users;
 
@@ -156,6 +157,8 @@ enum Cmd {
     },
     /// Print a node's events as they arrive, reconnecting with the last token
     Tail(tail::TailArgs),
+    /// Print the nodes a node knows (signed statuses) with their router scores
+    Mesh(mesh::MeshArgs),
     /// Print a node's stats
     Status {
         #[command(flatten)]
@@ -375,6 +378,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Posts { node, limit } => client::print(&node.client().posts(limit, None).await?),
         Cmd::Status { node } => client::print(&node.client().stats().await?),
         Cmd::Tail(args) => tail::run(args).await?,
+        Cmd::Mesh(args) => mesh::run(args).await?,
         Cmd::Demo { dir } => demo::run(dir).await?,
     }
     Ok(())

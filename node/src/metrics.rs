@@ -724,3 +724,34 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod region_tests {
+    use super::*;
+
+    #[test]
+    fn region_labels_are_normalised_and_bounded() {
+        assert_eq!(region_label("EU West"), "eu_west");
+        assert_eq!(region_label("us-east-1"), "us-east-1");
+        assert_eq!(region_label(""), UNKNOWN_REGION);
+        let long = "x".repeat(100);
+        assert_eq!(region_label(&long).len(), 32);
+        for i in 0..2 * MAX_REGION_LABELS {
+            region_label(&format!("flood{i}"));
+        }
+        assert_eq!(region_label("a-region-never-seen"), OTHER_REGION);
+        // Regions interned before the flood keep their label.
+        assert_eq!(region_label("EU West"), "eu_west");
+    }
+
+    #[test]
+    fn response_readings_give_the_window_mean_and_failure_share() {
+        let totals = ResponseTotals::default();
+        let start = totals.read();
+        totals.record(1_000, false);
+        totals.record(3_000, true);
+        let (mean_ms, rate) = totals.read().since(&start);
+        assert_eq!((mean_ms, rate), (2.0, 0.5));
+        assert_eq!(totals.read().since(&totals.read()), (0.0, 0.0));
+    }
+}

@@ -1003,7 +1003,7 @@ impl<S: Store> Net<S> {
         self.swarm
             .behaviour_mut()
             .gossipsub
-            .report_message_validation_result(&id, &from, acceptance.clone());
+            .report_message_validation_result(&id, &from, acceptance);
         let v = match verdict {
             Ok(v) => v,
             Err(e) => {

@@ -420,7 +420,8 @@ mod tests {
     fn out_of_bounds_statuses_are_malformed() {
         let key = identity::Keypair::generate_ed25519();
         let peer = key.public().to_peer_id();
-        let cases: Vec<(&str, Box<dyn Fn(&mut StatusBody)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut StatusBody)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("nan", Box::new(|b| b.mean_response_ms = f64::NAN)),
             ("rate", Box::new(|b| b.error_rate = 2.0)),
             (
