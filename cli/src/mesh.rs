@@ -66,7 +66,7 @@ pub fn render(nodes: &Nodes, client: Option<Geo>, weights: &Weights) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<14} {:<10} {:<7} {:>7} {:>8} {:<8} {:>15} {:>8} {:>6} {:>8} {:>5} {:>8}  HTTP",
+        "{:<14} {:<12} {:<7} {:>7} {:>8} {:<8} {:>15} {:>8} {:>6} {:>8} {:>5} {:>8}  HTTP",
         "PEER",
         "REGION",
         "STATE",
@@ -95,9 +95,9 @@ pub fn render(nodes: &Nodes, client: Option<Geo>, weights: &Weights) -> String {
         };
         let _ = writeln!(
             out,
-            "…{:<13} {:<10} {:<7} {:>7} {:>8} {:<8} {:>15} {:>8} {:>6} {:>8} {:>5} {:>8}  {}",
+            "…{:<13} {:<12} {:<7} {:>7} {:>8} {:<8} {:>15} {:>8} {:>6} {:>8} {:>5} {:>8}  {}",
             peer,
-            truncate(&n.region, 10),
+            truncate(&n.region, 12),
             n.state,
             age,
             n.revision,
