@@ -5,6 +5,7 @@
 //! cargo run --release --example bench -- replication [--rate 50] [--secs 20] [--link-delay-ms 0]
 //! cargo run --release --example bench -- writes [--secs 10] [--clients 1,16,64]
 //! cargo run --release --example bench -- events [--posts 5000] [--rate 50] [--secs 20]
+//! cargo run --release --example bench -- heal [--nodes 5] [--degree 2] [--rate 20] [--secs 10]
 //! ```
 //!
 //! `replication`: a chain A–B–C (B joins A, C joins B, discovery off so the
@@ -26,6 +27,15 @@
 //! A and at B follow the head while a client posts at A at `--rate` for
 //! `--secs`; reports the delay from A's acknowledgement to the event at A
 //! (the stream's own cost) and at B (replication plus the stream).
+//!
+//! `heal`: a ring of `--nodes` (each joins its predecessor, the last also
+//! the first; discovery off; topology at `--degree`). Writes go round-robin
+//! to the nodes at `--rate` for `--secs` with every node alive (the
+//! baseline), then one node is killed with SIGKILL and the same writes go
+//! to the survivors for `--secs` more. Reports how long each survivor took
+//! to mark the dead node suspect and down (from `GET /api/v0/nodes`), and
+//! the delay from each write's acknowledgement to its visibility at every
+//! survivor, before and after the kill.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -65,11 +75,23 @@ async fn start(
     region: &str,
     join: Option<&str>,
 ) -> anyhow::Result<(NodeProcess, Client)> {
+    // No topology dials either: the chain must stay a chain.
+    start_with_degree(dir, region, join, 0).await
+}
+
+/// [`start`] with the topology machine keeping `degree` links.
+async fn start_with_degree(
+    dir: &Path,
+    region: &str,
+    join: Option<&str>,
+    degree: usize,
+) -> anyhow::Result<(NodeProcess, Client)> {
     let mut launch = Launch::new(binary()?, dir.join(region))
         .set("listen", "/ip4/127.0.0.1/tcp/0")
         .set("http", "127.0.0.1:0")
         .set("region", region)
         .set("target_peers", "0")
+        .set("degree", degree.to_string())
         .env("RUST_LOG", "warn");
     if let Some(j) = join {
         launch = launch.set("join", j);
@@ -461,6 +483,225 @@ async fn events(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes round-robin to `clients` at `rate` for `secs`; returns each
+/// post's id and acknowledgement time.
+async fn write_round_robin(
+    clients: &[Client],
+    rate: f64,
+    secs: f64,
+    tag: &str,
+) -> anyhow::Result<Vec<(String, Instant)>> {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut out = Vec::new();
+    let mut n = 0;
+    while Instant::now() < end {
+        tick.tick().await;
+        let client = &clients[n % clients.len()];
+        n += 1;
+        let post = client
+            .create_post(Some("bench"), &format!("{tag} {n}"), None)
+            .await?;
+        out.push((post.id.to_string(), Instant::now()));
+    }
+    Ok(out)
+}
+
+/// Delays (ms) from acknowledgement to visibility at the last of `seen`'s
+/// nodes, and how many posts some node never showed.
+async fn everywhere(
+    posts: &[(String, Instant)],
+    seen: &[Arc<Mutex<HashMap<String, Instant>>>],
+) -> (Vec<f64>, usize) {
+    let (mut delays, mut missing) = (Vec::new(), 0);
+    for (id, acked) in posts {
+        let mut last = Some(*acked);
+        for s in seen {
+            last = match (last, s.lock().await.get(id)) {
+                (Some(l), Some(t)) => Some(l.max(*t)),
+                _ => None,
+            };
+        }
+        match last {
+            Some(t) => delays.push(t.saturating_duration_since(*acked).as_secs_f64() * 1e3),
+            None => missing += 1,
+        }
+    }
+    (delays, missing)
+}
+
+async fn heal(args: &[String]) -> anyhow::Result<()> {
+    let n: usize = arg(args, "--nodes", "5").parse()?;
+    let degree: usize = arg(args, "--degree", "2").parse()?;
+    let rate: f64 = arg(args, "--rate", "20").parse()?;
+    let secs: f64 = arg(args, "--secs", "10").parse()?;
+    if n < 3 {
+        bail!("--nodes must be at least 3");
+    }
+    let dir = tempfile::tempdir()?;
+    let mut nodes: Vec<(NodeProcess, Client)> = Vec::new();
+    for i in 0..n {
+        let mut join = Vec::new();
+        if i > 0 {
+            join.push(
+                nodes[i - 1]
+                    .0
+                    .announcement()
+                    .addr("tcp")
+                    .context("tcp")?
+                    .to_owned(),
+            );
+        }
+        if i == n - 1 {
+            join.push(
+                nodes[0]
+                    .0
+                    .announcement()
+                    .addr("tcp")
+                    .context("tcp")?
+                    .to_owned(),
+            );
+        }
+        let join = join.join(",");
+        let region = format!("ring-{i}");
+        nodes.push(
+            start_with_degree(
+                dir.path(),
+                &region,
+                (!join.is_empty()).then_some(join.as_str()),
+                degree,
+            )
+            .await?,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut all = true;
+        for (_, c) in &nodes {
+            let alive = c
+                .nodes()
+                .await
+                .map_or(0, |v| v.nodes.iter().filter(|e| e.state == "alive").count());
+            all &= alive == n - 1;
+        }
+        if all {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the ring did not learn itself from statuses within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("ring of {n} up (degree {degree}); baseline writes for {secs} s");
+
+    let victim = n / 2;
+    let survivors: Vec<Client> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, (_, c))| c.clone())
+        .collect();
+    // One poller per survivor notes when each post first shows.
+    let seen: Vec<Arc<Mutex<HashMap<String, Instant>>>> =
+        survivors.iter().map(|_| Arc::default()).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut pollers = Vec::new();
+    for (client, seen) in survivors.iter().zip(&seen) {
+        let (client, seen, stop) = (client.clone(), seen.clone(), stop.clone());
+        pollers.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(page) = client.posts(16, None).await {
+                    let now = Instant::now();
+                    let mut seen = seen.lock().await;
+                    for p in page {
+                        seen.entry(p.id.to_string()).or_insert(now);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+    let before = write_round_robin(&survivors, rate, secs, "before").await?;
+
+    let victim_id = nodes[victim].0.announcement().peer_id.clone();
+    let killed = Instant::now();
+    nodes[victim].0.kill();
+    // Detection: poll each survivor's view of the victim.
+    let mut detectors = Vec::new();
+    for client in &survivors {
+        let (client, victim_id) = (client.clone(), victim_id.clone());
+        detectors.push(tokio::spawn(async move {
+            let (mut suspect, mut down) = (None, None);
+            let end = killed + Duration::from_secs(30);
+            while down.is_none() && Instant::now() < end {
+                if let Ok(v) = client.nodes().await {
+                    let state = v
+                        .nodes
+                        .iter()
+                        .find(|e| e.peer_id == victim_id)
+                        .map(|e| e.state.clone());
+                    let at = killed.elapsed().as_secs_f64() * 1e3;
+                    if suspect.is_none() && matches!(state.as_deref(), Some("suspect" | "down")) {
+                        suspect = Some(at);
+                    }
+                    if state.as_deref() == Some("down") {
+                        down = Some(at);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (suspect, down)
+        }));
+    }
+    let after = write_round_robin(&survivors, rate, secs, "after").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in pollers {
+        p.await?;
+    }
+    let (mut suspect, mut down) = (Vec::new(), Vec::new());
+    for d in detectors {
+        let (s, dn) = d.await?;
+        suspect.extend(s);
+        down.extend(dn);
+    }
+    let (base, base_missing) = everywhere(&before, &seen).await;
+    let (post, post_missing) = everywhere(&after, &seen).await;
+    let mut links = Vec::new();
+    for c in &survivors {
+        let v = c.nodes().await?;
+        links.push(
+            v.nodes
+                .iter()
+                .filter(|e| e.linked && e.state == "alive")
+                .count(),
+        );
+    }
+    println!(
+        "ring of {n}, degree {degree}, node {victim} killed; {} survivors; writes {} before, {} after; \
+         never visible everywhere: {base_missing} before, {post_missing} after; live links per survivor at the end: {links:?}",
+        survivors.len(),
+        before.len(),
+        after.len()
+    );
+    println!("| measure (ms) | n | median | p90 | p99 | max |");
+    println!("|---|---|---|---|---|---|");
+    println!("{}", summary("kill -> survivor marks it suspect", suspect));
+    println!("{}", summary("kill -> survivor marks it down", down));
+    println!(
+        "{}",
+        summary(
+            "ack -> visible at every survivor, all alive (baseline)",
+            base
+        )
+    );
+    println!(
+        "{}",
+        summary("ack -> visible at every survivor, after the kill", post)
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -468,9 +709,11 @@ async fn main() -> anyhow::Result<()> {
         Some("replication") => replication(&args).await,
         Some("writes") => writes(&args).await,
         Some("events") => events(&args).await,
+        Some("heal") => heal(&args).await,
         _ => bail!(
             "usage: bench replication [--rate N] [--secs S] | bench writes [--secs S] [--clients 1,16,64] \
-             | bench events [--posts N] [--rate N] [--secs S]"
+             | bench events [--posts N] [--rate N] [--secs S] \
+             | bench heal [--nodes N] [--degree D] [--rate N] [--secs S]"
         ),
     }
 }

@@ -519,6 +519,12 @@ impl Config {
                 down_after_ms: self.down_after_ms,
                 ..hearsay_topology::Timeouts::default()
             },
+            // Degree 0 turns the machine's dialling off altogether.
+            max_bridge_links: if self.degree == 0 {
+                0
+            } else {
+                hearsay_topology::Config::default().max_bridge_links
+            },
             ..hearsay_topology::Config::default()
         };
         topology.validate().map_err(|e| {
