@@ -638,7 +638,7 @@ async fn heal(args: &[String]) -> anyhow::Result<()> {
                     let state = v
                         .nodes
                         .iter()
-                        .find(|e| e.peer_id == victim_id)
+                        .find(|e| e.status.peer_id == victim_id)
                         .map(|e| e.state.clone());
                     let at = killed.elapsed().as_secs_f64() * 1e3;
                     if suspect.is_none() && matches!(state.as_deref(), Some("suspect" | "down")) {

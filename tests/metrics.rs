@@ -157,7 +157,7 @@ async fn metrics_are_present_and_move() {
         b.client().nodes().await.is_ok_and(|n| {
             n.nodes
                 .iter()
-                .any(|n| n.peer_id == a.peer_id() && n.clock_offset_ms.is_some())
+                .any(|n| n.status.peer_id == a.peer_id() && n.clock_offset_ms.is_some())
         })
     })
     .await;

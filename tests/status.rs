@@ -132,7 +132,7 @@ async fn lists(node: &TestNode, peer: &PeerId) -> bool {
     node.client()
         .nodes()
         .await
-        .is_ok_and(|n| n.nodes.iter().any(|e| e.peer_id == peer.to_string()))
+        .is_ok_and(|n| n.nodes.iter().any(|e| e.status.peer_id == peer.to_string()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,7 +182,7 @@ async fn forged_and_malformed_statuses_are_refused_and_counted() {
         node.client().nodes().await.is_ok_and(|n| {
             n.nodes
                 .iter()
-                .any(|e| e.peer_id == honest.to_string() && e.state == "down")
+                .any(|e| e.status.peer_id == honest.to_string() && e.state == "down")
         })
     })
     .await;
@@ -225,7 +225,7 @@ async fn replication_delays_are_true_when_a_clock_is_three_seconds_off() {
         node.client().nodes().await.ok().and_then(|n| {
             n.nodes
                 .into_iter()
-                .find(|e| e.peer_id == of.peer_id())
+                .find(|e| e.status.peer_id == of.peer_id())
                 .and_then(|e| e.clock_offset_ms)
         })
     };
@@ -263,7 +263,11 @@ async fn replication_delays_are_true_when_a_clock_is_three_seconds_off() {
         "every corrected delay is under 1.024 s on loopback ({under_a_second} of {count})"
     );
     let reported = ahead.client().nodes().await.expect("nodes");
-    let p99 = reported.this.expect("own status").replication_delay_p99_ms;
+    let p99 = reported
+        .this
+        .expect("own status")
+        .status
+        .replication_delay_p99_ms;
     assert!(p99 < 1000.0, "the follower reports a p99 of {p99} ms");
 }
 

@@ -22,7 +22,7 @@ async fn linked(node: &TestNode, other: &TestNode) -> bool {
     node.client().nodes().await.is_ok_and(|n| {
         n.nodes
             .iter()
-            .any(|e| e.peer_id == other.peer_id() && e.linked && e.state == "alive")
+            .any(|e| e.status.peer_id == other.peer_id() && e.linked && e.state == "alive")
     })
 }
 
@@ -31,7 +31,7 @@ async fn state_of(node: &TestNode, other: &TestNode) -> Option<String> {
     nodes
         .nodes
         .into_iter()
-        .find(|e| e.peer_id == other.peer_id())
+        .find(|e| e.status.peer_id == other.peer_id())
         .map(|e| e.state)
 }
 

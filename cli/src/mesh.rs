@@ -32,7 +32,7 @@ pub async fn run(args: MeshArgs) -> anyhow::Result<()> {
     }
     let client = match &args.geo {
         Some(g) => Some(Geo::parse(g).map_err(anyhow::Error::msg)?),
-        None => nodes.this.as_ref().and_then(|n| n.geo),
+        None => nodes.this.as_ref().and_then(|n| n.status.geo),
     };
     let weights = match &args.weights {
         Some(w) => Weights::parse(w).map_err(anyhow::Error::msg)?,
@@ -82,10 +82,11 @@ pub fn render(nodes: &Nodes, client: Option<Geo>, weights: &Weights) -> String {
     );
     for (n, s) in rows {
         let peer = n
+            .status
             .peer_id
-            .get(n.peer_id.len().saturating_sub(12)..)
-            .unwrap_or(&n.peer_id);
-        let distance = client.zip(n.geo).map_or("-".to_owned(), |(c, g)| {
+            .get(n.status.peer_id.len().saturating_sub(12)..)
+            .unwrap_or(&n.status.peer_id);
+        let distance = client.zip(n.status.geo).map_or("-".to_owned(), |(c, g)| {
             format!("{:.0}km", c.distance_km(&g))
         });
         let age = if n.state == "self" {
@@ -97,21 +98,24 @@ pub fn render(nodes: &Nodes, client: Option<Geo>, weights: &Weights) -> String {
             out,
             "…{:<13} {:<12} {:<7} {:>7} {:>8} {:<8} {:>15} {:>8} {:>6} {:>8} {:>5} {:>8}  {}",
             peer,
-            truncate(&n.region, 12),
+            truncate(&n.status.region, 12),
             n.state,
             age,
-            n.revision,
-            n.revision_hash.get(..8).unwrap_or(&n.revision_hash),
+            n.status.revision,
+            n.status
+                .revision_hash
+                .get(..8)
+                .unwrap_or(&n.status.revision_hash),
             format!(
                 "{:.0}/{:.0}ms",
-                n.replication_delay_p50_ms, n.replication_delay_p99_ms
+                n.status.replication_delay_p50_ms, n.status.replication_delay_p99_ms
             ),
-            format!("{:.2}ms", n.mean_response_ms),
-            format!("{:.1}%", n.error_rate * 100.0),
+            format!("{:.2}ms", n.status.mean_response_ms),
+            format!("{:.1}%", n.status.error_rate * 100.0),
             distance,
-            n.neighbours.len(),
+            n.status.neighbours.len(),
             s.map_or("-".to_owned(), |s| format!("{s:.4}")),
-            n.http
+            n.status.http
         );
     }
     out
@@ -130,24 +134,27 @@ mod tests {
 
     fn entry(peer: &str, region: &str, state: &str, geo: Geo, delay: f64) -> NodeEntry {
         NodeEntry {
-            peer_id: peer.into(),
-            http: format!("http://{region}.example:8080"),
-            region: region.into(),
-            geo: Some(geo),
+            status: hearsay_node::status::StatusBody {
+                peer_id: peer.into(),
+                http: format!("http://{region}.example:8080"),
+                region: region.into(),
+                geo: Some(geo),
+                listen_addrs: vec![],
+                revision: 12,
+                revision_hash: "0123456789abcdef".into(),
+                version_vector: None,
+                mean_response_ms: 0.5,
+                error_rate: 0.0,
+                replication_delay_p50_ms: delay,
+                replication_delay_p99_ms: 2.0 * delay,
+                neighbours: vec!["x".into(), "y".into()],
+                uptime_s: 10,
+                timestamp_ms: 0,
+            },
             state: state.into(),
             heartbeat_age_ms: 400,
-            revision: 12,
-            revision_hash: "0123456789abcdef".into(),
-            mean_response_ms: 0.5,
-            error_rate: 0.0,
-            replication_delay_p50_ms: delay,
-            replication_delay_p99_ms: 2.0 * delay,
-            neighbours: vec!["x".into(), "y".into()],
-            uptime_s: 10,
-            timestamp_ms: 0,
             clock_offset_ms: Some(0),
             linked: true,
-            listen_addrs: vec![],
         }
     }
 

@@ -27,7 +27,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 use hearsay_crdt::VersionVector;
-use hearsay_topology::{Geo, State as NodeState, Status};
+use hearsay_topology::{State as NodeState, Status};
 
 use crate::api::{ApiState, ok};
 use crate::net::{NodeSeen, PeerSeen};
@@ -102,72 +102,37 @@ pub struct Nodes {
 /// A node as its latest status shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeEntry {
-    pub peer_id: String,
-    /// Base URL of its HTTP API.
-    pub http: String,
-    pub region: String,
-    pub geo: Option<Geo>,
+    /// What the node said of itself, as signed.
+    #[serde(flatten)]
+    pub status: StatusBody,
     /// `alive`, `suspect` or `down` (`self` for the node answering).
     pub state: String,
     /// How long ago its latest status arrived, ms.
     pub heartbeat_age_ms: u64,
-    pub revision: u64,
-    pub revision_hash: String,
-    pub mean_response_ms: f64,
-    pub error_rate: f64,
-    pub replication_delay_p50_ms: f64,
-    pub replication_delay_p99_ms: f64,
-    pub neighbours: Vec<String>,
-    pub uptime_s: u64,
-    /// Its clock when it signed the status (Unix ms).
-    pub timestamp_ms: u64,
     /// Its clock minus this node's, estimated from status timestamps, ms.
     pub clock_offset_ms: Option<i64>,
     /// Whether this node has a mesh link to it.
     pub linked: bool,
-    pub listen_addrs: Vec<String>,
 }
 
 impl NodeEntry {
-    fn new(b: &StatusBody, state: &str, age_ms: u64, offset: Option<i64>, linked: bool) -> Self {
-        NodeEntry {
-            peer_id: b.peer_id.clone(),
+    /// The figures the router scores, as the topology crate takes them.
+    pub fn as_status(&self) -> Status<&str> {
+        let b = &self.status;
+        Status {
+            peer: &b.peer_id,
             http: b.http.clone(),
             region: b.region.clone(),
             geo: b.geo,
-            state: state.to_owned(),
-            heartbeat_age_ms: age_ms,
             revision: b.revision,
-            revision_hash: b.revision_hash.clone(),
+            revision_hash: 0,
             mean_response_ms: b.mean_response_ms,
             error_rate: b.error_rate,
             replication_delay_p50_ms: b.replication_delay_p50_ms,
             replication_delay_p99_ms: b.replication_delay_p99_ms,
-            neighbours: b.neighbours.clone(),
+            neighbours: Vec::new(),
             uptime_s: b.uptime_s,
             timestamp_ms: b.timestamp_ms,
-            clock_offset_ms: offset,
-            linked,
-            listen_addrs: b.listen_addrs.clone(),
-        }
-    }
-
-    /// The figures the router scores, as the topology crate takes them.
-    pub fn as_status(&self) -> Status<&str> {
-        Status {
-            peer: &self.peer_id,
-            http: self.http.clone(),
-            region: self.region.clone(),
-            geo: self.geo,
-            revision: self.revision,
-            revision_hash: 0,
-            mean_response_ms: self.mean_response_ms,
-            error_rate: self.error_rate,
-            replication_delay_p50_ms: self.replication_delay_p50_ms,
-            replication_delay_p99_ms: self.replication_delay_p99_ms,
-            neighbours: Vec::new(),
-            uptime_s: self.uptime_s,
-            timestamp_ms: self.timestamp_ms,
         }
     }
 }
@@ -239,21 +204,22 @@ pub fn routes() -> Router<ApiState> {
 /// What `GET /api/v0/nodes` answers.
 pub fn nodes_view(state: &ApiState) -> Nodes {
     let net = state.net_status.borrow();
-    let this = net
-        .me
-        .as_ref()
-        .map(|b| NodeEntry::new(b, "self", 0, Some(0), false));
+    let this = net.me.as_ref().map(|b| NodeEntry {
+        status: StatusBody::clone(b),
+        state: "self".into(),
+        heartbeat_age_ms: 0,
+        clock_offset_ms: Some(0),
+        linked: false,
+    });
     let nodes = net
         .nodes
         .iter()
-        .map(|n| {
-            NodeEntry::new(
-                &n.status.body,
-                state_name(n.state(&net.timeouts)),
-                n.heartbeat_age().as_millis() as u64,
-                n.clock_offset_ms,
-                n.neighbour,
-            )
+        .map(|n| NodeEntry {
+            status: n.status.body.clone(),
+            state: state_name(n.state(&net.timeouts)).into(),
+            heartbeat_age_ms: n.heartbeat_age().as_millis() as u64,
+            clock_offset_ms: n.clock_offset_ms,
+            linked: n.neighbour,
         })
         .collect();
     Nodes { this, nodes }
