@@ -10,6 +10,7 @@ mod client;
 mod demo;
 mod flags;
 mod mesh;
+mod router;
 mod tail;
 mod users;
 
@@ -159,6 +160,8 @@ enum Cmd {
     Tail(tail::TailArgs),
     /// Print the nodes a node knows (signed statuses) with their router scores
     Mesh(mesh::MeshArgs),
+    /// Run an HTTP front end that sends each client to the best host
+    Router(router::RouterArgs),
     /// Print a node's stats
     Status {
         #[command(flatten)]
@@ -379,6 +382,10 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Status { node } => client::print(&node.client().stats().await?),
         Cmd::Tail(args) => tail::run(args).await?,
         Cmd::Mesh(args) => mesh::run(args).await?,
+        Cmd::Router(args) => {
+            init_tracing();
+            router::run_router(args).await?;
+        }
         Cmd::Demo { dir } => demo::run(dir).await?,
     }
     Ok(())

@@ -16,7 +16,7 @@ use hearsay_node::client::Client;
 use crate::client::{NodeUrl, print};
 
 /// The directory of hearsay's client files.
-fn home() -> anyhow::Result<PathBuf> {
+pub fn home() -> anyhow::Result<PathBuf> {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     if let Some(h) = var("HEARSAY_HOME") {
         return Ok(PathBuf::from(h));
