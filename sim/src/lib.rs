@@ -36,6 +36,18 @@
 //! Eager push is modelled on gossipsub's mesh ([`gossip`]); see that module
 //! for what is and is not modelled.
 //!
+//! With [`SimConfig::topology`] set, every node also runs the real
+//! [`Topology`](hearsay_topology::Topology) machine: each node's status
+//! (its links, position, revision, clock) is flooded over the links every
+//! `status_interval_ms` with a per-origin newest-timestamp filter, as the
+//! node's status topic does; links up and down and failed dials go to both
+//! machines; the topology's dials take the same path as the sync machine's.
+//! [`SimConfig::failures`] nodes fail for good and [`SimConfig::joins`]
+//! nodes start late, and the live mesh's connectivity is sampled every
+//! second ([`Mesh`]). The end checks then cover the live nodes; a write
+//! whose origin died before any survivor got it is counted apart
+//! ([`Report::lost_with_dead_origin`]).
+//!
 //! At the end of a run, after the network healed and a quiet period, the
 //! invariants are checked ([`Report::violations`]): every node has the same
 //! version vector and the same heads for every document, and every
@@ -59,7 +71,7 @@ mod world;
 
 pub use gossip::GossipConfig;
 pub use network::{LinkConfig, Partition};
-pub use report::{Kind, Plumtree, Report, Traffic};
+pub use report::{Kind, Mesh, Plumtree, Report, Traffic};
 pub use world::run;
 
 /// Environment variable that sets the seed of [`seed_from_env`].
@@ -127,6 +139,19 @@ pub struct SimConfig {
     /// token, one hop every `reader_hop_ms` (see `readers.rs`).
     pub readers: usize,
     pub reader_hop_ms: u64,
+    /// Run the topology machine on every node (statuses flooded over the
+    /// links every `status_interval_ms`, dials carried out); `None` leaves
+    /// links to join peers, discovery and the sync machine's redials.
+    pub topology: Option<hearsay_topology::Config>,
+    pub status_interval_ms: u64,
+    /// Nodes that fail for good at a random time in the write window.
+    pub failures: usize,
+    /// Nodes that start at a random time in the write window instead of at
+    /// the start, joining through `join_peers` nodes started before them.
+    pub joins: usize,
+    /// Join peers are drawn among the nodes started earlier only (with one
+    /// join peer, the start graph is a tree).
+    pub join_earlier: bool,
 }
 
 impl Default for SimConfig {
@@ -154,6 +179,11 @@ impl Default for SimConfig {
             gossip: GossipConfig::default(),
             readers: 3,
             reader_hop_ms: 700,
+            topology: None,
+            status_interval_ms: 1_000,
+            failures: 0,
+            joins: 0,
+            join_earlier: false,
         }
     }
 }

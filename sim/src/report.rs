@@ -21,10 +21,12 @@ pub enum Kind {
     SyncPage,
     /// Pings and pongs.
     Ping,
+    /// Node statuses, flooded over the links (the node's status topic).
+    Status,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Eager,
         Kind::IHave,
         Kind::IWant,
@@ -33,6 +35,7 @@ impl Kind {
         Kind::SyncRequest,
         Kind::SyncPage,
         Kind::Ping,
+        Kind::Status,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Kind {
             Kind::SyncRequest => "sync request",
             Kind::SyncPage => "sync page",
             Kind::Ping => "ping",
+            Kind::Status => "status",
         }
     }
 }
@@ -52,8 +56,8 @@ impl Kind {
 /// Messages and bytes sent, by kind (indexed as [`Kind::ALL`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
-    pub messages: [u64; 8],
-    pub bytes: [u64; 8],
+    pub messages: [u64; 9],
+    pub bytes: [u64; 9],
 }
 
 impl Traffic {
@@ -82,6 +86,25 @@ pub struct Plumtree {
     pub eager_bytes_per_write: f64,
     pub lazy_messages_per_write: f64,
     pub lazy_bytes_per_write: f64,
+}
+
+/// The live mesh as the topology machine kept it: the link graph of the
+/// live nodes, sampled once a second from the end of the warm-up.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Mesh {
+    pub samples: u64,
+    /// Samples in which the live nodes did not form one connected graph.
+    pub disconnected_samples: u64,
+    /// Longest run of disconnected samples, in ms.
+    pub longest_disconnected_ms: u64,
+    /// Virtual time of the last disconnected sample, if any.
+    pub last_disconnected_ms: Option<u64>,
+    pub connected_at_end: bool,
+    /// Links per live node at the end.
+    pub min_degree_end: usize,
+    pub mean_degree_end: f64,
+    /// Failure-detector verdicts reported (alive, suspect, down changes).
+    pub state_changes: u64,
 }
 
 /// The outcome of one run.
@@ -124,6 +147,18 @@ pub struct Report {
     pub reader_hops: u64,
     pub reader_ahead_hops: u64,
     pub reader_events: u64,
+    /// The live mesh's connectivity (see [`Mesh`]), sampled in runs with
+    /// the topology machine or with failures and joins.
+    pub mesh: Option<Mesh>,
+    /// Nodes that failed for good (left out of the end checks but for the
+    /// writes they acknowledged).
+    pub dead_nodes: usize,
+    /// Nodes that started late, joining a running mesh.
+    pub joined_late: usize,
+    /// Writes acknowledged by a node that then died for good before any
+    /// surviving node got them: lost with their node's disk (not counted as
+    /// a violation; a write any survivor got must reach every survivor).
+    pub lost_with_dead_origin: u64,
     /// Hash of the whole trace: equal seeds give equal hashes.
     pub trace_hash: u64,
     /// Broken invariants; empty when the run passed.
@@ -237,6 +272,24 @@ impl fmt::Display for Report {
             p.eager_messages_per_write + p.lazy_messages_per_write,
             p.eager_bytes_per_write + p.lazy_bytes_per_write
         )?;
+        if let Some(m) = &self.mesh {
+            writeln!(
+                f,
+                "  mesh: {} dead, {} joined late | {} samples, {} disconnected (longest {} ms, last at {}) | connected at end: {} | degree min {} mean {:.1} | {} state changes | {} writes lost with their dead origin",
+                self.dead_nodes,
+                self.joined_late,
+                m.samples,
+                m.disconnected_samples,
+                m.longest_disconnected_ms,
+                m.last_disconnected_ms
+                    .map_or("never".to_owned(), |t| format!("{t} ms")),
+                m.connected_at_end,
+                m.min_degree_end,
+                m.mean_degree_end,
+                m.state_changes,
+                self.lost_with_dead_origin
+            )?;
+        }
         if self.violations.is_empty() {
             write!(f, "  invariants: ok")
         } else {

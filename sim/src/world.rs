@@ -10,6 +10,7 @@ use hearsay_node::core::{CoreConfig, CoreState, Write, Written};
 use hearsay_node::metrics::{Metrics, Source};
 use hearsay_node::store::{FaultyStore, MemoryStore, read_page};
 use hearsay_sync::{Acceptance, Batch, Command, Event, SyncMachine};
+use hearsay_topology::{Geo, Status, Topology};
 
 use crate::readers::Readers;
 use rand::rngs::StdRng;
@@ -19,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use crate::SimConfig;
 use crate::gossip::{Control, Gossip, Reply};
 use crate::network::Network;
-use crate::report::{Kind, Plumtree, Report};
+use crate::report::{Kind, Mesh, Plumtree, Report};
 
 type Store = FaultyStore<MemoryStore>;
 type Machine = SyncMachine<usize, u64>;
@@ -38,6 +39,16 @@ const RR_OVERHEAD: usize = 32;
 const PING_BYTES: usize = 32;
 /// A restarted node is down this long.
 const RESTART_DOWN_MS: u64 = 500;
+/// Bytes of a status without its neighbour list (signature, peer id,
+/// addresses, figures, version vector of a small mesh, gossipsub framing).
+const STATUS_BYTES: usize = 600;
+/// Bytes per neighbour in a status (a peer id as text).
+const NEIGHBOUR_BYTES: usize = 53;
+/// Where nodes are: region centres (Frankfurt, Virginia, Tokyo); a node
+/// sits within a few degrees of its region's.
+const REGIONS: [(f64, f64); 3] = [(50.1, 8.7), (38.9, -77.0), (35.7, 139.7)];
+/// The connectivity of the live mesh is sampled this often.
+const SAMPLE_MS: u64 = 1_000;
 const USERS: [&str; 3] = ["ann", "bob", "cy"];
 /// Violations listed one by one before the rest are only counted.
 const MAX_LISTED: usize = 30;
@@ -57,6 +68,7 @@ enum Msg {
     Control(Control),
     SyncRequest { have: hearsay_crdt::VersionVector },
     SyncPage { deltas: Vec<Vec<u8>>, more: bool },
+    Status(Arc<Status<usize>>),
 }
 
 #[derive(Debug)]
@@ -115,6 +127,22 @@ enum Ev {
     Read {
         reader: usize,
     },
+    /// A node publishes its status.
+    StatusTick {
+        node: usize,
+        inc: u64,
+    },
+    TopologyTimer {
+        node: usize,
+        inc: u64,
+        at: u64,
+    },
+    /// A node fails for good.
+    Fail {
+        node: usize,
+    },
+    /// The live mesh's connectivity is sampled.
+    Sample,
 }
 
 impl Ev {
@@ -135,6 +163,10 @@ impl Ev {
             Ev::Split { .. } => (11, 0),
             Ev::Heal => (12, 0),
             Ev::Read { reader } => (13, *reader),
+            Ev::StatusTick { node, .. } => (20, *node),
+            Ev::TopologyTimer { node, .. } => (21, *node),
+            Ev::Fail { node } => (22, *node),
+            Ev::Sample => (23, 0),
         }
     }
 }
@@ -207,6 +239,17 @@ struct Node {
     known: Vec<u64>,
     /// Storage failed; waiting for the operator.
     failed: bool,
+    /// Failed for good: never restarts.
+    dead: bool,
+    geo: Geo,
+    region: usize,
+    topology: Option<Topology<usize>>,
+    topology_armed: Option<u64>,
+    /// Newest status timestamp seen per node (flooding's duplicate filter).
+    statuses: BTreeMap<usize, u64>,
+    /// When the node first started (a late joiner's delays count from
+    /// then).
+    first_started: Option<u64>,
 }
 
 struct World<'c> {
@@ -227,6 +270,11 @@ struct World<'c> {
     trace: DefaultHasher,
     report: Report,
     readers: Readers,
+    mesh: Mesh,
+    /// Start of the current run of disconnected samples.
+    disconnected_since: Option<u64>,
+    /// Per acknowledged write, when each node first held it.
+    arrivals: Vec<Vec<Option<u64>>>,
 }
 
 impl<'c> World<'c> {
@@ -246,9 +294,19 @@ impl<'c> World<'c> {
             } else {
                 0
             };
-            let join = (0..n)
-                .filter(|j| *j != i)
-                .choose_multiple(&mut rng, config.join_peers);
+            let join = if config.join_earlier {
+                (0..i).choose_multiple(&mut rng, config.join_peers)
+            } else {
+                (0..n)
+                    .filter(|j| *j != i)
+                    .choose_multiple(&mut rng, config.join_peers)
+            };
+            let region = i % REGIONS.len();
+            let (lat, lon) = REGIONS[region];
+            let geo = Geo {
+                lat: lat + rng.random_range(-3.0..3.0),
+                lon: lon + rng.random_range(-3.0..3.0),
+            };
             nodes.push(Node {
                 key,
                 id,
@@ -264,6 +322,13 @@ impl<'c> World<'c> {
                 pending: Vec::new(),
                 known: vec![0; n],
                 failed: false,
+                dead: false,
+                geo,
+                region,
+                topology: None,
+                topology_armed: None,
+                statuses: BTreeMap::new(),
+                first_started: None,
             });
         }
         let mut world = World {
@@ -287,6 +352,9 @@ impl<'c> World<'c> {
                 ..Report::default()
             },
             readers: Readers::new(config.seed, config.readers),
+            mesh: Mesh::default(),
+            disconnected_since: None,
+            arrivals: Vec::new(),
         };
         world.schedule_scenario();
         world
@@ -295,12 +363,35 @@ impl<'c> World<'c> {
     fn schedule_scenario(&mut self) {
         let c = self.config;
         let n = c.nodes;
-        for node in 0..n {
-            let at = self.rng.random_range(0..500);
-            self.at(at, Ev::Start { node });
-        }
         let window = c.write_window_ms.max(1);
         let write_end = c.warmup_ms + window;
+        // The last `joins` nodes start late, in the write window.
+        let first_late = n - c.joins.min(n - 2);
+        for node in 0..n {
+            let at = if node < first_late {
+                self.rng.random_range(0..500)
+            } else {
+                self.report.joined_late += 1;
+                c.warmup_ms + self.rng.random_range(0..window)
+            };
+            self.at(at, Ev::Start { node });
+        }
+        let failing =
+            (0..first_late).choose_multiple(&mut self.rng, c.failures.min(first_late - 1));
+        // A late joiner joins through nodes that are up and stay up (an
+        // operator joins a new node through a live one).
+        let staying: Vec<usize> = (0..first_late).filter(|i| !failing.contains(i)).collect();
+        for node in first_late..n {
+            let want = c.join_peers.max(1);
+            self.nodes[node].join = staying.iter().copied().choose_multiple(&mut self.rng, want);
+        }
+        for &node in &failing {
+            let at = c.warmup_ms + self.rng.random_range(0..window);
+            self.at(at, Ev::Fail { node });
+        }
+        if c.topology.is_some() || c.failures > 0 || c.joins > 0 {
+            self.at(c.warmup_ms, Ev::Sample);
+        }
         for k in 0..c.posts {
             let at = c.warmup_ms + self.rng.random_range(0..window);
             self.at(at, Ev::Write { k });
@@ -420,7 +511,7 @@ impl<'c> World<'c> {
             Ev::Crash { node, down_ms } => {
                 if self.nodes[node].core.is_some() {
                     self.report.crashes += 1;
-                    self.crash(node, down_ms);
+                    self.crash(node, Some(down_ms));
                 }
             }
             Ev::FailFlush { node } => {
@@ -435,12 +526,40 @@ impl<'c> World<'c> {
                 self.read(reader);
                 self.after(self.config.reader_hop_ms.max(1), Ev::Read { reader });
             }
+            Ev::StatusTick { node, inc } => {
+                if self.alive(node, inc) {
+                    self.publish_status(node);
+                    let every = self.config.status_interval_ms.max(1);
+                    let jitter = self.rng.random_range(0..every / 10 + 1);
+                    self.after(every - every / 20 + jitter, Ev::StatusTick { node, inc });
+                }
+            }
+            Ev::TopologyTimer { node, inc, at } => {
+                if self.alive(node, inc) && self.nodes[node].topology_armed == Some(at) {
+                    self.feed_topology(node, hearsay_topology::Event::Tick);
+                }
+            }
+            Ev::Fail { node } => {
+                if !self.nodes[node].dead {
+                    self.report.dead_nodes += 1;
+                    self.crash(node, None);
+                }
+            }
+            Ev::Sample => {
+                self.sample();
+                if self.now + SAMPLE_MS <= self.end {
+                    self.after(SAMPLE_MS, Ev::Sample);
+                }
+            }
         }
     }
 
     // ---- node lifecycle ---------------------------------------------------
 
     fn start(&mut self, node: usize) {
+        if self.nodes[node].dead {
+            return;
+        }
         let local = self.local_ms(node);
         let n = &mut self.nodes[node];
         let config = CoreConfig {
@@ -475,6 +594,15 @@ impl<'c> World<'c> {
             self.now,
         ));
         let inc = n.inc;
+        n.first_started.get_or_insert(self.now);
+        if let Some(config) = &self.config.topology {
+            n.topology = Some(Topology::new(node, Some(n.geo), config.clone(), seed));
+            n.topology_armed = None;
+            n.statuses.clear();
+            let every = self.config.status_interval_ms.max(1);
+            let first = self.rng.random_range(0..every);
+            self.after(first, Ev::StatusTick { node, inc });
+        }
         self.feed(node, Event::Durable(durable));
         self.feed(node, Event::Tick);
         let hb = self
@@ -488,8 +616,8 @@ impl<'c> World<'c> {
     }
 
     /// The node stops; what it had not flushed is gone; it starts again
-    /// from its store after `down_ms`.
-    fn crash(&mut self, node: usize, down_ms: u64) {
+    /// from its store after `down_ms`, or never (`None`: failed for good).
+    fn crash(&mut self, node: usize, down_ms: Option<u64>) {
         for (peer, conn) in self.net.clear(node) {
             let delay = self.net.delay(&mut self.rng);
             self.after(
@@ -510,10 +638,16 @@ impl<'c> World<'c> {
         n.armed = None;
         n.commit_due = false;
         n.failed = false;
+        n.topology = None;
+        n.topology_armed = None;
+        n.statuses.clear();
         n.inc += 1;
         self.report.writes_refused += n.pending.len() as u64;
         n.pending.clear();
-        self.after(down_ms, Ev::Start { node });
+        match down_ms {
+            Some(down_ms) => self.after(down_ms, Ev::Start { node }),
+            None => n.dead = true,
+        }
     }
 
     fn schedule_commit(&mut self, node: usize) {
@@ -546,6 +680,7 @@ impl<'c> World<'c> {
                         reached: 0,
                         done_at: self.now,
                     });
+                    self.arrivals.push(vec![None; self.nodes.len()]);
                     self.report.writes_acked += 1;
                 }
                 let durable_own = commit.durable.get(&own);
@@ -629,10 +764,156 @@ impl<'c> World<'c> {
         self.nodes[node].known[origin] = seq;
         for s in known + 1..=seq {
             if let Some(&w) = self.by_last.get(&(origin, s)) {
+                self.arrivals[w][node].get_or_insert(self.now);
                 let w = &mut self.writes[w];
                 w.reached += 1;
                 w.done_at = self.now;
             }
+        }
+    }
+
+    // ---- the mesh (topology machine, statuses) --------------------------
+
+    /// Feeds `node`'s topology machine, if it runs one, and carries out its
+    /// commands: dials through the same path as the sync machine's, timers
+    /// as events.
+    fn feed_topology(&mut self, node: usize, event: hearsay_topology::Event<usize>) {
+        let Some(topology) = self.nodes[node].topology.as_mut() else {
+            return;
+        };
+        for command in topology.handle(self.now, event) {
+            match command {
+                hearsay_topology::Command::Dial { peer, .. } => self.dial(node, peer),
+                hearsay_topology::Command::ArmTimer { at } => {
+                    let inc = self.nodes[node].inc;
+                    self.nodes[node].topology_armed = Some(at);
+                    self.at(at.max(self.now), Ev::TopologyTimer { node, inc, at });
+                }
+                hearsay_topology::Command::StateChanged { .. } => self.mesh.state_changes += 1,
+            }
+        }
+    }
+
+    /// The peers `node` has an open link to.
+    fn linked(&self, node: usize) -> Vec<usize> {
+        self.net
+            .peers(node)
+            .into_iter()
+            .filter(|(peer, conn)| self.net.open(node, *peer, *conn))
+            .map(|(peer, _)| peer)
+            .collect()
+    }
+
+    /// `node` publishes its status: flooded over its links.
+    fn publish_status(&mut self, node: usize) {
+        let neighbours = self.linked(node);
+        let local = self.local_ms(node);
+        let n = &mut self.nodes[node];
+        let revision = n.core.as_ref().map_or(0, |c| c.durable().sum());
+        let status = Status {
+            peer: node,
+            http: format!("http://node{node}"),
+            region: format!("r{}", n.region),
+            geo: Some(n.geo),
+            revision,
+            revision_hash: revision,
+            mean_response_ms: 1.0,
+            error_rate: 0.0,
+            replication_delay_p50_ms: 0.0,
+            replication_delay_p99_ms: 0.0,
+            neighbours: neighbours.clone(),
+            uptime_s: 0,
+            timestamp_ms: local,
+        };
+        n.statuses.insert(node, local);
+        self.flood(node, None, Arc::new(status));
+    }
+
+    /// Sends `status` on every link of `node` but the one it came from.
+    fn flood(&mut self, node: usize, from: Option<usize>, status: Arc<Status<usize>>) {
+        let bytes = STATUS_BYTES + NEIGHBOUR_BYTES * status.neighbours.len();
+        for peer in self.linked(node) {
+            if Some(peer) != from && peer != status.peer {
+                let msg = Msg::Status(status.clone());
+                self.send(node, peer, msg, Kind::Status, bytes);
+            }
+        }
+    }
+
+    /// A status arrives at `to` from neighbour `from`: the first copy of a
+    /// newer status goes to the topology machine and on to the other links.
+    fn receive_status(&mut self, to: usize, from: usize, status: Arc<Status<usize>>) {
+        let n = &mut self.nodes[to];
+        if n.topology.is_none() || status.peer == to {
+            return;
+        }
+        let newest = n.statuses.entry(status.peer).or_insert(0);
+        if *newest >= status.timestamp_ms {
+            return;
+        }
+        *newest = status.timestamp_ms;
+        self.feed_topology(
+            to,
+            hearsay_topology::Event::Status {
+                from,
+                status: Status::clone(&status),
+            },
+        );
+        self.flood(to, Some(from), status);
+    }
+
+    /// The live nodes (running, not failed for good).
+    fn live(&self) -> Vec<bool> {
+        self.nodes
+            .iter()
+            .map(|n| n.core.is_some() && !n.dead)
+            .collect()
+    }
+
+    /// Whether the live nodes' links connect them all, and the links per
+    /// live node.
+    fn connectivity(&self) -> (bool, Vec<usize>) {
+        let live = self.live();
+        let n = self.nodes.len();
+        let mut adj = vec![Vec::new(); n];
+        for (a, b) in self.net.edges() {
+            if live[a] && live[b] {
+                adj[a].push(b);
+                adj[b].push(a);
+            }
+        }
+        let degrees: Vec<usize> = (0..n).filter(|i| live[*i]).map(|i| adj[i].len()).collect();
+        let Some(start) = (0..n).find(|i| live[*i]) else {
+            return (true, degrees);
+        };
+        let mut seen = vec![false; n];
+        seen[start] = true;
+        let mut queue = VecDeque::from([start]);
+        while let Some(a) = queue.pop_front() {
+            for &b in &adj[a] {
+                if !seen[b] {
+                    seen[b] = true;
+                    queue.push_back(b);
+                }
+            }
+        }
+        let connected = (0..n).all(|i| !live[i] || seen[i]);
+        (connected, degrees)
+    }
+
+    fn sample(&mut self) {
+        let (connected, _) = self.connectivity();
+        self.mesh.samples += 1;
+        if connected {
+            self.disconnected_since = None;
+        } else {
+            self.mesh.disconnected_samples += 1;
+            self.mesh.last_disconnected_ms = Some(self.now);
+            let since = *self.disconnected_since.get_or_insert(self.now);
+            self.mesh.longest_disconnected_ms = self
+                .mesh
+                .longest_disconnected_ms
+                .max(self.now - since + SAMPLE_MS);
         }
     }
 
@@ -643,6 +924,23 @@ impl<'c> World<'c> {
     fn feed(&mut self, node: usize, event: Event<usize, u64>) {
         let mut events = VecDeque::from([event]);
         while let Some(event) = events.pop_front() {
+            // Links go to the topology machine too, as the node's actor
+            // reports them to both.
+            let link = match &event {
+                Event::PeerUp { peer, .. } => {
+                    Some(hearsay_topology::Event::Connected { peer: *peer })
+                }
+                Event::PeerDown { peer } => {
+                    Some(hearsay_topology::Event::Disconnected { peer: *peer })
+                }
+                Event::DialFailed { peer } => {
+                    Some(hearsay_topology::Event::DialFailed { peer: *peer })
+                }
+                _ => None,
+            };
+            if let Some(link) = link {
+                self.feed_topology(node, link);
+            }
             let Some(machine) = self.nodes[node].machine.as_mut() else {
                 return;
             };
@@ -848,6 +1146,7 @@ impl<'c> World<'c> {
                     deltas: deltas.clone(),
                     more: *more,
                 }),
+                Msg::Status(status) => Some(Msg::Status(status.clone())),
                 Msg::Subscribe | Msg::Close => None,
             };
             if let Some(copy) = copy {
@@ -955,6 +1254,7 @@ impl<'c> World<'c> {
                     },
                 );
             }
+            Msg::Status(status) => self.receive_status(to, from, status),
             Msg::SyncPage { deltas, more } => {
                 // The translator drops (and would count) what does not decode.
                 let deltas = deltas
@@ -1083,6 +1383,7 @@ impl<'c> World<'c> {
         let mut violations = Vec::new();
         for (i, node) in self.nodes.iter().enumerate() {
             match &node.core {
+                None if node.dead => {}
                 None => violations.push(format!("node {i} is down at the end")),
                 Some(core) => {
                     if let Some(f) = core.failed() {
@@ -1154,13 +1455,34 @@ impl<'c> World<'c> {
         self.report.reader_hops = self.readers.hops;
         self.report.reader_ahead_hops = self.readers.ahead_hops;
         self.report.reader_events = self.readers.events;
-        // Every acknowledged write, readable everywhere with its body.
+        // Every acknowledged write, readable everywhere with its body; but
+        // a write whose origin died for good before any survivor got it
+        // went with the origin's disk.
         let ids: Vec<NodeId> = self.nodes.iter().map(|x| x.id).collect();
+        let live = self.live();
+        let lost: Vec<bool> = self
+            .writes
+            .iter()
+            .map(|w| {
+                self.nodes[w.node].dead
+                    && (0..n).all(|i| {
+                        !live[i]
+                            || self.nodes[i]
+                                .core
+                                .as_ref()
+                                .is_none_or(|c| c.version_vector().get(&ids[w.node]) < w.last)
+                    })
+            })
+            .collect();
+        self.report.lost_with_dead_origin = lost.iter().filter(|l| **l).count() as u64;
         for i in 0..n {
             let Some(core) = self.nodes[i].core.as_mut() else {
                 continue;
             };
             for (k, w) in self.writes.iter().enumerate() {
+                if lost[k] {
+                    continue;
+                }
                 let origin = ids[w.node];
                 if core.version_vector().get(&origin) < w.last {
                     violations.push(format!(
@@ -1178,15 +1500,46 @@ impl<'c> World<'c> {
             }
         }
         let mut delays = Vec::with_capacity(self.writes.len());
+        let live_count = live.iter().filter(|l| **l).count();
+        let mut last_arrival = 0;
         for (k, w) in self.writes.iter().enumerate() {
-            if w.reached < n {
+            if lost[k] {
+                continue;
+            }
+            let at_live: Vec<u64> = (0..n)
+                .filter(|i| live[*i])
+                .filter_map(|i| self.arrivals[k][i])
+                .collect();
+            if at_live.len() < live_count {
                 violations.push(format!(
-                    "write {k} reached {} of {n} nodes by the end",
-                    w.reached
+                    "write {k} reached {} of {live_count} live nodes by the end",
+                    at_live.len()
                 ));
             } else {
-                delays.push(w.done_at - w.acked_at);
+                last_arrival = last_arrival.max(at_live.iter().copied().max().unwrap_or(0));
+                // The delay to every survivor that was up when the write
+                // was acknowledged (a node that joined later got it as
+                // part of catching up, counted in the last arrival only).
+                let done = (0..n)
+                    .filter(|i| live[*i])
+                    .filter(|i| {
+                        self.nodes[*i]
+                            .first_started
+                            .is_some_and(|t| t <= w.acked_at)
+                    })
+                    .filter_map(|i| self.arrivals[k][i])
+                    .max()
+                    .unwrap_or(w.acked_at);
+                delays.push(done.saturating_sub(w.acked_at));
             }
+        }
+        if self.mesh.samples > 0 {
+            let (connected, degrees) = self.connectivity();
+            self.mesh.connected_at_end = connected;
+            self.mesh.min_degree_end = degrees.iter().copied().min().unwrap_or(0);
+            self.mesh.mean_degree_end =
+                degrees.iter().sum::<usize>() as f64 / degrees.len().max(1) as f64;
+            self.report.mesh = Some(self.mesh.clone());
         }
         delays.sort_unstable();
         let at = |p: f64| -> u64 {
@@ -1200,7 +1553,7 @@ impl<'c> World<'c> {
         r.delay_p50_ms = at(0.5);
         r.delay_p99_ms = at(0.99);
         r.delay_max_ms = delays.last().copied().unwrap_or(0);
-        r.last_arrival_ms = self.writes.iter().map(|w| w.done_at).max().unwrap_or(0);
+        r.last_arrival_ms = last_arrival;
         let deltas: u64 = self.writes.iter().map(|w| w.deltas).sum();
         r.deltas_per_write = deltas as f64 / (self.writes.len().max(1)) as f64;
         // The graph and the yardstick.

@@ -278,28 +278,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
 
     /// Takes one event at `now`; returns what to do.
     pub fn handle(&mut self, now: Millis, event: Event<P>) -> Vec<Command<P>> {
-        let links_or_tick = !matches!(event, Event::Status { .. });
         match event {
             Event::Tick => {}
-            Event::Status { from: _, status } => {
-                if status.peer != self.me {
-                    let peer = status.peer;
-                    let before = self.table.get(&peer).map(|e| e.status.neighbours.clone());
-                    match self.table.insert(now, status) {
-                        Insert::Stale => {}
-                        Insert::Updated => {
-                            let after = self.table.get(&peer).map(|e| &e.status.neighbours);
-                            self.graph_dirty |= before.as_ref() != after;
-                        }
-                        Insert::New { evicted } => {
-                            if let Some(p) = evicted {
-                                self.reported.remove(&p);
-                            }
-                            self.graph_dirty = true;
-                        }
-                    }
-                }
-            }
+            Event::Status { from: _, status } => return self.on_status(now, status),
             Event::Connected { peer } => {
                 self.dialing.remove(&peer);
                 self.backoff.remove(&peer);
@@ -334,7 +315,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
         for p in self.table.forget(now) {
             self.reported.remove(&p);
         }
-        self.graph_dirty |= links_or_tick;
+        self.graph_dirty = true;
         let table = &self.table;
         self.backoff
             .retain(|p, b| b.until > now || table.get(p).is_some());
@@ -343,6 +324,57 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
         self.report_states(now, &mut out);
         self.maintain(now, &mut out);
         self.arm(now, &mut out);
+        out
+    }
+
+    /// A status: the only state it can change is its own node's (to
+    /// Alive); what time changes (verdicts, dial timeouts, backoffs,
+    /// forgetting) waits for the timer armed for it, so a steady stream of
+    /// statuses costs a table update each, not a walk of the table.
+    fn on_status(&mut self, now: Millis, status: Status<P>) -> Vec<Command<P>> {
+        let mut out = Vec::new();
+        let peer = status.peer;
+        if peer == self.me {
+            return out;
+        }
+        let before = self.table.get(&peer).map(|e| e.status.neighbours.clone());
+        match self.table.insert(now, status) {
+            Insert::Stale => return out,
+            Insert::Updated => {
+                let after = self.table.get(&peer).map(|e| &e.status.neighbours);
+                self.graph_dirty |= before.as_ref() != after;
+            }
+            Insert::New { evicted } => {
+                if let Some(p) = evicted {
+                    self.reported.remove(&p);
+                }
+                self.graph_dirty = true;
+            }
+        }
+        if self.reported.get(&peer) != Some(&State::Alive) {
+            self.reported.insert(peer, State::Alive);
+            out.push(Command::StateChanged {
+                peer,
+                state: State::Alive,
+            });
+            self.graph_dirty = true;
+        }
+        self.maintain(now, &mut out);
+        // The node's next verdict, and the timeouts of dials just started,
+        // may come before the timer armed now; a later one is caught when
+        // the armed timer fires.
+        let dials = out
+            .iter()
+            .filter(|c| matches!(c, Command::Dial { .. }))
+            .count();
+        let mut due = now.saturating_add(self.table.timeouts().suspect_after_ms);
+        if dials > 0 {
+            due = due.min(now.saturating_add(self.config.dial_timeout_ms));
+        }
+        if self.armed.is_none_or(|at| at <= now || due < at) {
+            self.armed = Some(due);
+            out.push(Command::ArmTimer { at: due });
+        }
         out
     }
 
@@ -369,7 +401,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Topology<P> {
                 .table
                 .timeouts()
                 .state(now.saturating_sub(e.received_ms));
-            if self.reported.insert(peer, state) != Some(state) {
+            if self.reported.get(&peer) != Some(&state) {
+                self.reported.insert(peer, state);
                 out.push(Command::StateChanged { peer, state });
                 self.graph_dirty = true;
             }

@@ -326,12 +326,45 @@ fn older_and_duplicate_statuses_are_ignored() {
         t.handle(3_000, Event::Tick),
         vec![changed(2, State::Suspect), Command::ArmTimer { at: 6_000 }]
     );
-    // A newer one does.
+    // A newer one does. The timer armed for 6 000 stays: a status only
+    // moves its node's next verdict later, so the early tick re-arms.
     assert_eq!(
         t.handle(3_100, heard(2, 101, 9.0, &[])),
-        vec![changed(2, State::Alive), Command::ArmTimer { at: 6_100 }]
+        vec![changed(2, State::Alive)]
     );
     assert_eq!(t.table().get(&2).unwrap().status.geo.unwrap().lon, 9.0);
+    assert_eq!(
+        t.handle(6_000, Event::Tick),
+        vec![Command::ArmTimer { at: 6_100 }]
+    );
+    assert_eq!(
+        t.handle(6_100, Event::Tick),
+        vec![changed(2, State::Suspect), Command::ArmTimer { at: 9_100 }]
+    );
+}
+
+#[test]
+fn a_steady_stream_of_statuses_arms_no_timer_once_one_is_armed() {
+    let mut t = node(config(0, 0));
+    assert_eq!(
+        t.handle(0, heard(2, 1, 2.0, &[])),
+        vec![changed(2, State::Alive), Command::ArmTimer { at: 3_000 }]
+    );
+    // A new node whose verdict is due later than the armed timer: nothing.
+    assert_eq!(
+        t.handle(500, heard(3, 1, 2.0, &[])),
+        vec![changed(3, State::Alive)]
+    );
+    assert_eq!(t.handle(1_000, heard(2, 2, 2.0, &[])), vec![]);
+    // The early tick finds nothing due and arms for the next verdict.
+    assert_eq!(
+        t.handle(3_000, Event::Tick),
+        vec![Command::ArmTimer { at: 3_500 }]
+    );
+    assert_eq!(
+        t.handle(3_500, Event::Tick),
+        vec![changed(3, State::Suspect), Command::ArmTimer { at: 4_000 }]
+    );
 }
 
 #[test]
