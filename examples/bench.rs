@@ -6,6 +6,7 @@
 //! cargo run --release --example bench -- writes [--secs 10] [--clients 1,16,64]
 //! cargo run --release --example bench -- events [--posts 5000] [--rate 50] [--secs 20]
 //! cargo run --release --example bench -- heal [--nodes 5] [--degree 2] [--rate 20] [--secs 10]
+//! cargo run --release --example bench -- router [--requests 2000]
 //! ```
 //!
 //! `replication`: a chain A–B–C (B joins A, C joins B, discovery off so the
@@ -36,6 +37,12 @@
 //! to mark the dead node suspect and down (from `GET /api/v0/nodes`), and
 //! the delay from each write's acknowledgement to its visibility at every
 //! survivor, before and after the kill.
+//!
+//! `router`: two nodes and a `hearsay router` joined to them. One client
+//! reads `GET /api/v0/p?limit=20` `--requests` times directly from the node
+//! the router picks, then the same through the router (the baseline and
+//! the router, same run, interleaved in blocks of 100), and reports the
+//! latency of each.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -702,6 +709,87 @@ async fn heal(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn router(args: &[String]) -> anyhow::Result<()> {
+    let requests: usize = arg(args, "--requests", "2000").parse()?;
+    let dir = tempfile::tempdir()?;
+    let (a, a_client) = start_with_degree(dir.path(), "a", None, 3).await?;
+    let join = a.announcement().addr("tcp").context("tcp")?.to_owned();
+    let (_b, _b_client) = start_with_degree(dir.path(), "b", Some(&join), 3).await?;
+    for i in 0..50 {
+        a_client
+            .create_post(Some("bench"), &format!("page {i}"), None)
+            .await?;
+    }
+    let router_dir = dir.path().join("router");
+    let mut child = std::process::Command::new(binary()?)
+        .args(["router", "--http", "127.0.0.1:0", "--join", &join])
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
+        .arg(&router_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let http = reqwest::Client::new();
+    let router_url = loop {
+        if let Ok(bytes) = std::fs::read(router_dir.join("router.json")) {
+            let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+            let url = v["http"].as_str().unwrap_or_default().to_owned();
+            // Ready once it ranks both nodes.
+            let route: serde_json::Value = http
+                .get(format!("{url}/api/v0/route"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if route["body"]["hosts"]
+                .as_array()
+                .is_some_and(|h| h.len() == 2)
+            {
+                break url;
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the router did not come up with both hosts");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The host the router picks, to read from directly.
+    let first = http
+        .get(format!("{router_url}/api/v0/p?limit=20"))
+        .send()
+        .await?;
+    let host = first
+        .headers()
+        .get("x-hearsay-host-url")
+        .and_then(|v| v.to_str().ok())
+        .context("x-hearsay-host-url")?
+        .to_owned();
+    let (mut direct, mut routed) = (Vec::new(), Vec::new());
+    for block in 0..requests.div_ceil(100) {
+        for (base, out) in [(&host, &mut direct), (&router_url, &mut routed)] {
+            for _ in 0..100.min(requests - block * 100) {
+                let t = Instant::now();
+                let r = http.get(format!("{base}/api/v0/p?limit=20")).send().await?;
+                let status = r.status();
+                r.bytes().await?;
+                if !status.is_success() {
+                    bail!("{base}: {status}");
+                }
+                out.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("{requests} reads of GET /api/v0/p?limit=20 each way, one client, keep-alive");
+    println!("| measure (ms) | n | median | p90 | p99 | max |");
+    println!("|---|---|---|---|---|---|");
+    println!("{}", summary("direct to the host (baseline)", direct));
+    println!("{}", summary("through the router", routed));
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -710,10 +798,11 @@ async fn main() -> anyhow::Result<()> {
         Some("writes") => writes(&args).await,
         Some("events") => events(&args).await,
         Some("heal") => heal(&args).await,
+        Some("router") => router(&args).await,
         _ => bail!(
             "usage: bench replication [--rate N] [--secs S] | bench writes [--secs S] [--clients 1,16,64] \
              | bench events [--posts N] [--rate N] [--secs S] \
-             | bench heal [--nodes N] [--degree D] [--rate N] [--secs S]"
+             | bench heal [--nodes N] [--degree D] [--rate N] [--secs S] | bench router [--requests N]"
         ),
     }
 }
