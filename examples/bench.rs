@@ -54,9 +54,7 @@ use hearsay_node::client::Client;
 use hearsay_node::launch::{Launch, NodeProcess};
 use tokio::sync::Mutex;
 
-#[path = "../tests/common/proxy.rs"]
-#[allow(dead_code)]
-mod proxy;
+use hearsay_node::proxy;
 
 fn binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -171,7 +169,7 @@ async fn replication(args: &[String]) -> anyhow::Result<()> {
         }
         let parts: Vec<&str> = addr.split('/').collect();
         let target: std::net::SocketAddr = format!("{}:{}", parts[2], parts[4]).parse()?;
-        let proxy = proxy::Proxy::start(target, link_delay).await;
+        let proxy = proxy::Proxy::start(target, link_delay).await?;
         let via = format!(
             "/ip4/127.0.0.1/tcp/{}/p2p/{}",
             proxy.addr.port(),

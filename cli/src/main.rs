@@ -6,6 +6,7 @@
 //! (signing with their keys, see `users.rs`); `demo` starts a three-region
 //! mesh on loopback and shows a post replicate.
 
+mod bench;
 mod client;
 mod demo;
 mod flags;
@@ -162,6 +163,11 @@ enum Cmd {
     Mesh(mesh::MeshArgs),
     /// Run an HTTP front end that sends each client to the best host
     Router(router::RouterArgs),
+    /// Measure a mesh: replication delay to every node
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCmd,
+    },
     /// Print a node's stats
     Status {
         #[command(flatten)]
@@ -382,6 +388,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Status { node } => client::print(&node.client().stats().await?),
         Cmd::Tail(args) => tail::run(args).await?,
         Cmd::Mesh(args) => mesh::run(args).await?,
+        Cmd::Bench { command } => bench::run(command).await?,
         Cmd::Router(args) => {
             init_tracing();
             router::run_router(args).await?;

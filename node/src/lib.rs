@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod names;
 pub mod net;
 pub mod node;
+pub mod proxy;
 pub mod router;
 pub mod signed;
 pub mod status;

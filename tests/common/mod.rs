@@ -19,7 +19,7 @@
 
 pub mod browser;
 pub mod netns;
-pub mod proxy;
+pub use hearsay_node::proxy;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -548,7 +548,9 @@ pub fn covers(have: &BTreeMap<String, u64>, want: &BTreeMap<String, u64>) -> boo
 /// A proxy in front of `node`'s TCP address, delaying each direction by
 /// `delay`, and the multiaddr to join `node` through it.
 pub async fn proxy_to(node: &TestNode, delay: Duration) -> (proxy::Proxy, String) {
-    let proxy = proxy::Proxy::start(node.tcp_socket_addr(), delay).await;
+    let proxy = proxy::Proxy::start(node.tcp_socket_addr(), delay)
+        .await
+        .expect("starting a proxy");
     let via = format!(
         "/ip4/127.0.0.1/tcp/{}/p2p/{}",
         proxy.addr.port(),

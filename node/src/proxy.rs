@@ -1,7 +1,8 @@
-//! A TCP proxy on loopback for network tests: adds one-way latency to every
-//! byte it forwards, and can cut every connection and refuse new ones (a
-//! partition) until healed. Kernel netem is not available, so latency and
-//! partitions are made here, in user space.
+//! A TCP proxy on loopback for network tests and `hearsay bench`: adds
+//! one-way latency to every byte it forwards, and can cut every connection
+//! and refuse new ones (a partition) until healed. Kernel netem is not
+//! always available, so latency and partitions are made here, in user
+//! space.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,11 +37,9 @@ impl Drop for Proxy {
 
 impl Proxy {
     /// Proxies 127.0.0.1:<new port> to `target`, delaying each direction by `delay`.
-    pub async fn start(target: SocketAddr, delay: Duration) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("proxy listener");
-        let addr = listener.local_addr().expect("proxy address");
+    pub async fn start(target: SocketAddr, delay: Duration) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let partitioned = Arc::new(AtomicBool::new(false));
         let (cut, _) = watch::channel(0u64);
         let accept = {
@@ -63,12 +62,12 @@ impl Proxy {
                 }
             })
         };
-        Proxy {
+        Ok(Proxy {
             addr,
             partitioned,
             cut,
             accept,
-        }
+        })
     }
 
     /// Cuts every connection and refuses new ones.

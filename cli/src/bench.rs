@@ -1,0 +1,456 @@
+//! `hearsay bench replication`: how long a write takes to reach every node,
+//! measured the way a user meets it.
+//!
+//! The bench starts N node processes on loopback (or uses a running mesh,
+//! `--targets`), links them as a chain, a ring or fully, each link through a
+//! user-space proxy that delays every byte by `--link-delay` ms, follows the
+//! event stream of every node, and writes at a fixed rate with an open loop:
+//! write k is sent at `start + k / rate` whether or not earlier ones were
+//! answered, and its delay at a node counts from that scheduled time to the
+//! node's event for it (no coordinated omission: a slow node cannot hide
+//! latency by slowing the writer down).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hearsay_node::client::Client;
+use hearsay_node::launch::{Launch, NodeProcess};
+use hearsay_node::proxy::Proxy;
+use serde_json::json;
+use tokio::sync::{Mutex, Semaphore, mpsc};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Delay from a write to its arrival at every node
+    Replication(ReplicationArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// Node i joins node i-1
+    Chain,
+    /// A chain whose last node also joins the first
+    Ring,
+    /// Every node joins every earlier one
+    Full,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Writers {
+    /// Every write goes to the first node
+    One,
+    /// Writes go to the nodes in turn
+    All,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReplicationArgs {
+    /// Nodes to start (ignored with --targets)
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    #[arg(long, value_enum, default_value = "chain")]
+    topology: Shape,
+    /// One-way delay added to every link, ms
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    link_delay: u64,
+    /// Writes per second
+    #[arg(long, value_name = "WRITES_PER_S", default_value_t = 50.0)]
+    rate: f64,
+    /// Seconds of writing
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    duration: f64,
+    #[arg(long, value_enum, default_value = "one")]
+    writers: Writers,
+    /// Use a running mesh: base URLs of its nodes' HTTP APIs
+    #[arg(long, value_name = "URL,URL,...", value_delimiter = ',')]
+    targets: Vec<String>,
+    /// How long to wait, after the last write, for writes to arrive
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    settle: f64,
+    /// Print one JSON object instead of the table
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(command: BenchCmd) -> anyhow::Result<()> {
+    match command {
+        BenchCmd::Replication(args) => replication(args).await,
+    }
+}
+
+/// Nodes started by the bench, with the proxies on their links.
+struct LocalMesh {
+    nodes: Vec<NodeProcess>,
+    _proxies: Vec<Proxy>,
+    _dir: tempfile::TempDir,
+}
+
+/// The peers node `i` joins in `shape`.
+fn joins(shape: Shape, n: usize, i: usize) -> Vec<usize> {
+    match shape {
+        Shape::Chain => (i > 0).then(|| i - 1).into_iter().collect(),
+        Shape::Ring => {
+            let mut j: Vec<usize> = (i > 0).then(|| i - 1).into_iter().collect();
+            if n >= 3 && i == n - 1 {
+                j.push(0);
+            }
+            j
+        }
+        Shape::Full => (0..i).collect(),
+    }
+}
+
+async fn start_mesh(args: &ReplicationArgs) -> anyhow::Result<LocalMesh> {
+    if args.nodes < 2 {
+        bail!("--nodes must be at least 2");
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("hearsay-bench-")
+        .tempdir()?;
+    let binary = std::env::current_exe().context("path of the hearsay binary")?;
+    let delay = Duration::from_millis(args.link_delay);
+    let (mut nodes, mut proxies) = (Vec::<NodeProcess>::new(), Vec::new());
+    for i in 0..args.nodes {
+        let mut join = Vec::new();
+        for j in joins(args.topology, args.nodes, i) {
+            let a = nodes[j].announcement();
+            let addr = a.addr("tcp").context("tcp address")?;
+            if delay.is_zero() {
+                join.push(addr.to_owned());
+            } else {
+                let parts: Vec<&str> = addr.split('/').collect();
+                let target = format!("{}:{}", parts[2], parts[4]).parse()?;
+                let proxy = Proxy::start(target, delay).await?;
+                join.push(format!(
+                    "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+                    proxy.addr.port(),
+                    a.peer_id
+                ));
+                proxies.push(proxy);
+            }
+        }
+        let mut launch = Launch::new(&binary, dir.path().join(format!("n{i}")))
+            .set("listen", "/ip4/127.0.0.1/tcp/0")
+            .set("http", "127.0.0.1:0")
+            .set("region", format!("bench-{i}"))
+            // The links are the shape asked for: no discovery, no topology
+            // dials.
+            .set("target_peers", "0")
+            .set("degree", "0")
+            .env("RUST_LOG", "warn");
+        if !join.is_empty() {
+            launch = launch.set("join", join.join(","));
+        }
+        nodes.push(launch.start().await?);
+    }
+    Ok(LocalMesh {
+        nodes,
+        _proxies: proxies,
+        _dir: dir,
+    })
+}
+
+/// What the followers saw: per post id, per node, when.
+type Seen = Arc<Mutex<HashMap<String, Vec<Option<Instant>>>>>;
+
+/// Follows node `i`'s event stream from its head, noting when each post
+/// appears; reconnects from the last id if the stream breaks.
+fn follow(i: usize, n: usize, client: Client, seen: Seen, ready: mpsc::Sender<usize>) {
+    tokio::spawn(async move {
+        let mut from: Option<String> = None;
+        let mut announced = false;
+        for _attempt in 0..100 {
+            let Ok(mut stream) = client.events(from.as_deref(), &[("kind", "post")]).await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            if !announced {
+                announced = true;
+                let _ = ready.send(i).await;
+            }
+            while let Ok(Some(event)) = stream.next().await {
+                if event.event != "post" {
+                    continue;
+                }
+                let at = Instant::now();
+                let id = serde_json::from_str::<serde_json::Value>(&event.data)
+                    .ok()
+                    .and_then(|v| v["post"]["id"].as_str().map(str::to_owned));
+                if let Some(id) = id {
+                    let mut seen = seen.lock().await;
+                    let row = seen.entry(id).or_insert_with(|| vec![None; n]);
+                    row[i].get_or_insert(at);
+                }
+            }
+            from = stream.last_id().map(str::to_owned);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn summary(mut xs: Vec<f64>) -> serde_json::Value {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let r = |x: f64| (x * 1000.0).round() / 1000.0;
+    json!({
+        "n": xs.len(),
+        "p50": r(percentile(&xs, 0.5)),
+        "p90": r(percentile(&xs, 0.9)),
+        "p99": r(percentile(&xs, 0.99)),
+        "max": r(xs.last().copied().unwrap_or(f64::NAN)),
+    })
+}
+
+async fn replication(args: ReplicationArgs) -> anyhow::Result<()> {
+    let valid = (0.0..=100_000.0).contains(&args.rate)
+        && args.rate > 0.0
+        && args.duration.is_finite()
+        && args.duration > 0.0;
+    if !valid {
+        bail!("--rate must be in (0, 100000] and --duration above 0");
+    }
+    let local = if args.targets.is_empty() {
+        Some(start_mesh(&args).await?)
+    } else {
+        None
+    };
+    let urls: Vec<String> = match &local {
+        Some(m) => m.nodes.iter().map(|p| p.announcement().url()).collect(),
+        None => args.targets.clone(),
+    };
+    let n = urls.len();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let clients: Vec<Client> = urls
+        .iter()
+        .map(|u| Client::with_http(u, http.clone()))
+        .collect();
+    let seen: Seen = Arc::default();
+    let (ready_tx, mut ready) = mpsc::channel(n);
+    for (i, c) in clients.iter().enumerate() {
+        follow(i, n, c.clone(), seen.clone(), ready_tx.clone());
+    }
+    for _ in 0..n {
+        tokio::time::timeout(Duration::from_secs(30), ready.recv())
+            .await
+            .context("an event stream did not open within 30 s")?;
+    }
+    // Warm-up, not measured: a post must reach every node.
+    let warm = clients[0]
+        .create_post(Some("bench"), "warm-up", None)
+        .await?
+        .id
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = seen
+            .lock()
+            .await
+            .get(&warm)
+            .is_some_and(|row| row.iter().all(Option::is_some));
+        if all {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the warm-up post did not reach every node within 60 s: is the mesh connected?");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let total = (args.rate * args.duration).round().max(1.0) as usize;
+    let interval = Duration::from_secs_f64(1.0 / args.rate);
+    // id -> (scheduled, acked); errors.
+    let written: Arc<Mutex<Vec<(String, Instant, Instant)>>> = Arc::default();
+    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let in_flight = Arc::new(Semaphore::new(1024));
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut last_progress = Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for k in 0..total {
+        let scheduled = start + interval.mul_f64(k as f64);
+        tokio::time::sleep_until(scheduled.into()).await;
+        let writer = match args.writers {
+            Writers::One => 0,
+            Writers::All => k % n,
+        };
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            // 1024 writes unanswered: the node is far behind; count it.
+            errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        };
+        let (client, record, failed) = (clients[writer].clone(), written.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            match client
+                .create_post(Some("bench"), &format!("bench write {k}"), None)
+                .await
+            {
+                Ok(post) => {
+                    record
+                        .lock()
+                        .await
+                        .push((post.id.to_string(), scheduled, Instant::now()))
+                }
+                Err(_) => {
+                    failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+        if !args.json && last_progress.elapsed() > Duration::from_millis(500) {
+            last_progress = Instant::now();
+            eprint!(
+                "\r  writing: {}/{total} sent, {} errors",
+                k + 1,
+                errors.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let last_scheduled = start + interval.mul_f64((total - 1) as f64);
+    // Wait for every acknowledged write at every node, bounded.
+    let settle_until = Instant::now() + Duration::from_secs_f64(args.settle);
+    let written = written.lock().await.clone();
+    loop {
+        let done = {
+            let seen = seen.lock().await;
+            written.iter().all(|(id, _, _)| {
+                seen.get(id)
+                    .is_some_and(|row| row.iter().all(Option::is_some))
+            })
+        };
+        if done || Instant::now() > settle_until {
+            break;
+        }
+        if !args.json {
+            eprint!("\r  waiting for the last writes to arrive...            ");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !args.json {
+        eprintln!("\r{:60}", "");
+    }
+
+    let seen = seen.lock().await;
+    let mut per_node: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut all = Vec::new();
+    let (mut missing, mut last_arrival) = (0usize, last_scheduled);
+    for (id, scheduled, _) in &written {
+        let row = seen.get(id);
+        for (i, node) in per_node.iter_mut().enumerate() {
+            match row.and_then(|r| r[i]) {
+                Some(at) => {
+                    let ms = at.saturating_duration_since(*scheduled).as_secs_f64() * 1e3;
+                    node.push(ms);
+                    all.push(ms);
+                    last_arrival = last_arrival.max(at);
+                }
+                None => missing += 1,
+            }
+        }
+    }
+    let acks: Vec<f64> = written
+        .iter()
+        .map(|(_, s, a)| a.saturating_duration_since(*s).as_secs_f64() * 1e3)
+        .collect();
+    let last_ack = written.iter().map(|w| w.2).max().unwrap_or(start);
+    let achieved = written.len() as f64
+        / last_ack
+            .saturating_duration_since(start)
+            .as_secs_f64()
+            .max(1e-9);
+    let report = json!({
+        "nodes": n,
+        "topology": format!("{:?}", args.topology).to_lowercase(),
+        "link_delay_ms": args.link_delay,
+        "rate": args.rate,
+        "writes": written.len(),
+        "errors": errors.load(std::sync::atomic::Ordering::Relaxed),
+        "missing": missing,
+        "ack_ms": summary(acks),
+        "delay_ms": summary(all),
+        "per_node": per_node
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| json!({"node": i, "url": urls[i], "delay_ms": summary(d)}))
+            .collect::<Vec<_>>(),
+        "converge_ms": (last_arrival.saturating_duration_since(last_scheduled).as_secs_f64() * 1e3).round(),
+        "achieved_rate": (achieved * 10.0).round() / 10.0,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} nodes ({}, link delay {} ms), {} writes at {}/s ({} achieved), {} errors, {} (write, node) pairs missing; converged {} ms after the last scheduled write",
+        n,
+        report["topology"].as_str().unwrap_or_default(),
+        args.link_delay,
+        report["writes"],
+        args.rate,
+        report["achieved_rate"],
+        report["errors"],
+        missing,
+        report["converge_ms"]
+    );
+    println!("delay from the scheduled send time, ms:");
+    println!("| where | n | p50 | p90 | p99 | max |");
+    println!("|---|---|---|---|---|---|");
+    let row = |name: String, s: &serde_json::Value| {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            s["n"], s["p50"], s["p90"], s["p99"], s["max"]
+        );
+    };
+    row("acknowledged (writer)".into(), &report["ack_ms"]);
+    for (i, node) in report["per_node"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        row(format!("node {i}"), &node["delay_ms"]);
+    }
+    row("every node".into(), &report["delay_ms"]);
+    drop(local);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_link_the_nodes_as_named() {
+        let links = |shape| (0..4).map(|i| joins(shape, 4, i)).collect::<Vec<_>>();
+        assert_eq!(links(Shape::Chain), vec![vec![], vec![0], vec![1], vec![2]]);
+        assert_eq!(
+            links(Shape::Ring),
+            vec![vec![], vec![0], vec![1], vec![2, 0]]
+        );
+        assert_eq!(
+            links(Shape::Full),
+            vec![vec![], vec![0], vec![0, 1], vec![0, 1, 2]]
+        );
+    }
+
+    #[test]
+    fn percentiles_of_a_summary() {
+        let s = summary((1..=100).map(f64::from).collect());
+        assert_eq!(s["n"], 100);
+        assert_eq!(s["p50"], 51.0);
+        assert_eq!(s["p99"], 99.0);
+        assert_eq!(s["max"], 100.0);
+    }
+}

@@ -1,0 +1,51 @@
+//! `hearsay bench replication` end to end: a smoke run (three real nodes in
+//! a ring with delayed links, a few seconds of writes). Behaviour only: the
+//! report's shape, and every write seen at every node; no timing asserted.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{binary, clear_node_env};
+use serde_json::Value;
+
+#[test]
+fn a_short_replication_bench_sees_every_write_at_every_node() {
+    let mut cmd = Command::new(binary());
+    clear_node_env(&mut cmd);
+    let out = cmd
+        .args(["bench", "replication", "--nodes", "3", "--topology", "ring"])
+        .args(["--link-delay", "5", "--rate", "20", "--duration", "2"])
+        .args(["--writers", "all", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running hearsay bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(report["nodes"], 3, "{report}");
+    assert_eq!(report["topology"], "ring");
+    let writes = report["writes"].as_u64().expect("writes");
+    assert_eq!(
+        writes + report["errors"].as_u64().expect("errors"),
+        40,
+        "{report}"
+    );
+    assert!(writes > 0);
+    assert_eq!(report["missing"], 0, "{report}");
+    assert_eq!(report["delay_ms"]["n"].as_u64(), Some(3 * writes));
+    let per_node = report["per_node"].as_array().expect("per_node");
+    assert_eq!(per_node.len(), 3);
+    for node in per_node {
+        assert_eq!(node["delay_ms"]["n"].as_u64(), Some(writes), "{node}");
+        assert!(node["delay_ms"]["p50"].as_f64().is_some_and(|d| d >= 0.0));
+    }
+    for key in ["converge_ms", "achieved_rate"] {
+        assert!(report[key].is_number(), "{key} in {report}");
+    }
+}
