@@ -36,7 +36,7 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
-    /// Proxies 127.0.0.1:<new port> to `target`, delaying each direction by `delay`.
+    /// Proxies `127.0.0.1:<new port>` to `target`, delaying each direction by `delay`.
     pub async fn start(target: SocketAddr, delay: Duration) -> std::io::Result<Proxy> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
