@@ -49,3 +49,34 @@ fn a_short_replication_bench_sees_every_write_at_every_node() {
         assert!(report[key].is_number(), "{key} in {report}");
     }
 }
+
+#[test]
+fn a_short_ingest_bench_counts_acknowledged_writes_and_reads() {
+    let mut cmd = Command::new(binary());
+    clear_node_env(&mut cmd);
+    let out = cmd
+        .args(["bench", "ingest", "--concurrency", "4", "--duration", "2"])
+        .arg("--json")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running hearsay bench ingest");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(report["concurrency"], 4, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    let writes = report["writes"].as_u64().expect("writes");
+    assert!(writes > 0, "{report}");
+    assert_eq!(report["write_ms"]["n"].as_u64(), Some(writes), "{report}");
+    assert!(
+        report["read_newest_64_ms"]["n"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    );
+    assert!(report["writes_per_s"].as_f64().is_some_and(|r| r > 0.0));
+}

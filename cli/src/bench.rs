@@ -25,6 +25,9 @@ use tokio::sync::{Mutex, Semaphore, mpsc};
 pub enum BenchCmd {
     /// Delay from a write to its arrival at every node
     Replication(ReplicationArgs),
+    /// Acknowledged durable writes per second on one node, and reads of the
+    /// newest posts while they run
+    Ingest(IngestArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -74,10 +77,151 @@ pub struct ReplicationArgs {
     json: bool,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct IngestArgs {
+    /// Clients writing at once, each in a closed loop
+    #[arg(long, value_name = "C", default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds of writing
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    duration: f64,
+    /// Use a running node: base URL of its HTTP API
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// Print one JSON object instead of the table
+    #[arg(long)]
+    json: bool,
+}
+
 pub async fn run(command: BenchCmd) -> anyhow::Result<()> {
     match command {
         BenchCmd::Replication(args) => replication(args).await,
+        BenchCmd::Ingest(args) => ingest(args).await,
     }
+}
+
+/// `hearsay bench ingest`: `--concurrency` clients each write posts in a
+/// closed loop for `--duration` seconds (a write is counted once the node
+/// acknowledged it, which it does only after its flush: durable), while one
+/// more client reads the newest 64 posts over and over.
+async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    if !(1..=4096).contains(&args.concurrency) || !args.duration.is_finite() || args.duration <= 0.0
+    {
+        bail!("--concurrency must be in 1..=4096 and --duration above 0");
+    }
+    let mut _node = None;
+    let mut _dir = None;
+    let url = match &args.target {
+        Some(u) => u.clone(),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("hearsay-bench-")
+                .tempdir()?;
+            let binary = std::env::current_exe().context("path of the hearsay binary")?;
+            let node = Launch::new(&binary, dir.path().join("n0"))
+                .set("listen", "/ip4/127.0.0.1/tcp/0")
+                .set("http", "127.0.0.1:0")
+                .set("region", "bench-0")
+                .set("target_peers", "0")
+                .set("degree", "0")
+                .env("RUST_LOG", "warn")
+                .start()
+                .await?;
+            let url = node.announcement().url();
+            _node = Some(node);
+            _dir = Some(dir);
+            url
+        }
+    };
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency + 1)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let client = Client::with_http(&url, http);
+    // Warm-up, not measured.
+    client.create_post(Some("bench"), "warm-up", None).await?;
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(args.duration);
+    let mut writers = Vec::new();
+    for c in 0..args.concurrency {
+        let client = client.clone();
+        writers.push(tokio::spawn(async move {
+            let (mut lat, mut errors, mut k) = (Vec::new(), 0usize, 0usize);
+            while Instant::now() < end {
+                let sent = Instant::now();
+                let body = format!("ingest {c}/{k}: a post of about a hundred bytes, as people write them, no more and no less.");
+                match client.create_post(Some("bench"), &body, None).await {
+                    Ok(_) => lat.push(sent.elapsed().as_secs_f64() * 1e3),
+                    Err(_) => errors += 1,
+                }
+                k += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    let reader = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0usize);
+            while Instant::now() < end {
+                let sent = Instant::now();
+                match client.posts(64, None).await {
+                    Ok(_) => lat.push(sent.elapsed().as_secs_f64() * 1e3),
+                    Err(_) => errors += 1,
+                }
+            }
+            (lat, errors)
+        })
+    };
+    if !args.json {
+        while Instant::now() < end {
+            eprint!(
+                "\r  writing: {:.0} of {:.0} s",
+                start.elapsed().as_secs_f64(),
+                args.duration
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        eprintln!("\r{:60}", "");
+    }
+    let (mut writes, mut errors) = (Vec::new(), 0);
+    for w in writers {
+        let (lat, e) = w.await?;
+        writes.extend(lat);
+        errors += e;
+    }
+    let (reads, read_errors) = reader.await?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let report = json!({
+        "concurrency": args.concurrency,
+        "duration_s": (elapsed * 1000.0).round() / 1000.0,
+        "writes": writes.len(),
+        "errors": errors,
+        "writes_per_s": (writes.len() as f64 / elapsed * 10.0).round() / 10.0,
+        "write_ms": summary(writes),
+        "read_errors": read_errors,
+        "read_newest_64_ms": summary(reads),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} clients for {} s: {} acknowledged durable writes ({}/s), {} errors",
+        args.concurrency, report["duration_s"], report["writes"], report["writes_per_s"], errors
+    );
+    println!("| what | n | p50 | p90 | p99 | max |");
+    println!("|---|---|---|---|---|---|");
+    for (name, s) in [
+        ("write, ms", &report["write_ms"]),
+        ("read newest 64, ms", &report["read_newest_64_ms"]),
+    ] {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            s["n"], s["p50"], s["p90"], s["p99"], s["max"]
+        );
+    }
+    Ok(())
 }
 
 /// Nodes started by the bench, with the proxies on their links.
