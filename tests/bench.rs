@@ -52,22 +52,7 @@ fn a_short_replication_bench_sees_every_write_at_every_node() {
 
 #[test]
 fn a_short_ingest_bench_counts_acknowledged_writes_and_reads() {
-    let mut cmd = Command::new(binary());
-    clear_node_env(&mut cmd);
-    let out = cmd
-        .args(["bench", "ingest", "--concurrency", "4", "--duration", "2"])
-        .arg("--json")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running hearsay bench ingest");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench failed: {stderr}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not one JSON object ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    let report = bench_json(&["ingest", "--concurrency", "4", "--duration", "2"]);
     assert_eq!(report["concurrency"], 4, "{report}");
     assert_eq!(report["errors"], 0, "{report}");
     let writes = report["writes"].as_u64().expect("writes");
@@ -79,4 +64,62 @@ fn a_short_ingest_bench_counts_acknowledged_writes_and_reads() {
             .is_some_and(|n| n > 0)
     );
     assert!(report["writes_per_s"].as_f64().is_some_and(|r| r > 0.0));
+}
+
+/// Runs `hearsay bench ARGS --json` and parses its one JSON object.
+fn bench_json(args: &[&str]) -> Value {
+    let mut cmd = Command::new(binary());
+    clear_node_env(&mut cmd);
+    let out = cmd
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running hearsay bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench {args:?} failed: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn a_short_catchup_bench_sees_the_offline_node_catch_up() {
+    let report = bench_json(&["catchup", "--posts", "50", "--concurrency", "4"]);
+    assert_eq!(report["errors"], 0, "{report}");
+    // Three deltas per post, all written while the node was down.
+    assert_eq!(report["deltas_behind"], 150, "{report}");
+    let serving = report["restart_to_serving_ms"].as_f64().expect("serving");
+    let caught = report["restart_to_caught_up_ms"].as_f64().expect("caught");
+    assert!(caught >= serving, "{report}");
+}
+
+#[test]
+fn a_short_restart_bench_reports_time_memory_and_disk() {
+    let report = bench_json(&["restart", "--posts", "50", "--concurrency", "4"]);
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(
+        report["revision"].as_u64().is_some_and(|r| r >= 150),
+        "{report}"
+    );
+    for key in [
+        "rss_peak_during_ingest_mib",
+        "rss_after_restart_mib",
+        "disk_mib",
+    ] {
+        assert!(
+            report[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key} in {report}"
+        );
+    }
+    assert!(
+        report["disk_bytes_per_post"]
+            .as_u64()
+            .is_some_and(|b| b > 0)
+    );
+    assert!(report["restart_to_serving_ms"].is_number(), "{report}");
 }

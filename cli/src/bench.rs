@@ -28,6 +28,11 @@ pub enum BenchCmd {
     /// Acknowledged durable writes per second on one node, and reads of the
     /// newest posts while they run
     Ingest(IngestArgs),
+    /// Time for a node that was offline while others wrote to catch up
+    Catchup(CatchupArgs),
+    /// Time from start to serving for a node holding many posts; memory and
+    /// disk per post
+    Restart(RestartArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -97,7 +102,269 @@ pub async fn run(command: BenchCmd) -> anyhow::Result<()> {
     match command {
         BenchCmd::Replication(args) => replication(args).await,
         BenchCmd::Ingest(args) => ingest(args).await,
+        BenchCmd::Catchup(args) => catchup(args).await,
+        BenchCmd::Restart(args) => restart(args).await,
     }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CatchupArgs {
+    /// Posts written while the node is offline (each is three deltas)
+    #[arg(long, value_name = "P", default_value_t = 10_000)]
+    posts: usize,
+    /// Clients writing them
+    #[arg(long, value_name = "C", default_value_t = 64)]
+    concurrency: usize,
+    /// Print one JSON object instead of the text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RestartArgs {
+    /// Posts the node holds before it is killed and restarted
+    #[arg(long, value_name = "P", default_value_t = 10_000)]
+    posts: usize,
+    /// Clients writing them
+    #[arg(long, value_name = "C", default_value_t = 64)]
+    concurrency: usize,
+    /// Print one JSON object instead of the text
+    #[arg(long)]
+    json: bool,
+}
+
+/// Starts one node of the bench in `dir/name`, joining `join` if given.
+async fn start_node(
+    dir: &std::path::Path,
+    name: &str,
+    join: Option<String>,
+) -> anyhow::Result<NodeProcess> {
+    let binary = std::env::current_exe().context("path of the hearsay binary")?;
+    let mut launch = Launch::new(&binary, dir.join(name))
+        .set("listen", "/ip4/127.0.0.1/tcp/0")
+        .set("http", "127.0.0.1:0")
+        .set("region", format!("bench-{name}"))
+        .set("target_peers", "0")
+        .set("degree", "0")
+        .start_timeout(Duration::from_secs(600))
+        .env("RUST_LOG", "warn");
+    if let Some(j) = join {
+        launch = launch.set("join", j);
+    }
+    Ok(launch.start().await?)
+}
+
+/// Writes `count` posts of about 100 bytes with `concurrency` clients in
+/// closed loops; calls `sample` every 200 ms meanwhile. The number of
+/// failed writes.
+async fn write_posts(
+    client: &Client,
+    count: usize,
+    concurrency: usize,
+    json: bool,
+    mut sample: impl FnMut(),
+) -> anyhow::Result<usize> {
+    if !(1..=4096).contains(&concurrency) {
+        bail!("--concurrency must be in 1..=4096");
+    }
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next) = (client.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut errors = 0;
+            loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if k >= count {
+                    return errors;
+                }
+                let body = format!("post {k}: about a hundred bytes, as people write them, neither more nor less than that.");
+                if client.create_post(Some("bench"), &body, None).await.is_err() {
+                    errors += 1;
+                }
+            }
+        }));
+    }
+    while !tasks.iter().all(|t| t.is_finished()) {
+        sample();
+        if !json {
+            eprint!(
+                "\r  writing: {}/{count}",
+                next.load(std::sync::atomic::Ordering::Relaxed).min(count)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if !json {
+        eprintln!("\r{:60}", "");
+    }
+    let mut errors = 0;
+    for t in tasks {
+        errors += t.await?;
+    }
+    Ok(errors)
+}
+
+/// Resident memory of a process, bytes (Linux `/proc`).
+fn rss_bytes(pid: Option<u32>) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Bytes of the files under `dir`.
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn mib(bytes: u64) -> f64 {
+    (bytes as f64 / (1 << 20) as f64 * 10.0).round() / 10.0
+}
+
+/// `hearsay bench catchup`: two nodes, B joined to A; B is killed, A takes
+/// `--posts` posts, B restarts; the time from B's restart until its version
+/// vector covers A's.
+async fn catchup(args: CatchupArgs) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("hearsay-bench-")
+        .tempdir()?;
+    let a = start_node(dir.path(), "a", None).await?;
+    let addr = a
+        .announcement()
+        .addr("tcp")
+        .context("tcp address")?
+        .to_owned();
+    let mut b = start_node(dir.path(), "b", Some(addr)).await?;
+    let (ca, cb) = (a.client().clone(), b.client().clone());
+    let warm = ca.create_post(Some("bench"), "warm-up", None).await?;
+    let until = Instant::now() + Duration::from_secs(60);
+    while cb.post(&warm.id.to_string()).await?.is_none() {
+        if Instant::now() > until {
+            bail!("the warm-up post did not reach the second node within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held = cb.stats().await?.revision;
+    b.kill();
+    let errors = write_posts(&ca, args.posts, args.concurrency, args.json, || {}).await?;
+    let target = ca.stats().await?;
+    let behind = target.revision.saturating_sub(held);
+    let started = Instant::now();
+    b.restart().await?;
+    let serving_ms = started.elapsed().as_secs_f64() * 1e3;
+    let cb = b.client().clone();
+    let until = Instant::now() + Duration::from_secs(600);
+    let caught_up = loop {
+        let s = cb.stats().await?;
+        let covers = target
+            .version_vector
+            .iter()
+            .all(|(o, seq)| s.version_vector.get(o).is_some_and(|h| h >= seq));
+        if covers {
+            break started.elapsed().as_secs_f64() * 1e3;
+        }
+        if Instant::now() > until {
+            bail!("the restarted node did not catch up within 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let report = json!({
+        "posts": args.posts,
+        "errors": errors,
+        "deltas_behind": behind,
+        "restart_to_serving_ms": serving_ms.round(),
+        "restart_to_caught_up_ms": caught_up.round(),
+        "catchup_after_serving_ms": (caught_up - serving_ms).round(),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "node B was {} deltas behind ({} posts, {} errors): serving {} ms after its restart, caught up {} ms after it",
+            behind,
+            args.posts,
+            errors,
+            report["restart_to_serving_ms"],
+            report["restart_to_caught_up_ms"]
+        );
+    }
+    Ok(())
+}
+
+/// `hearsay bench restart`: one node takes `--posts` posts (resident
+/// memory sampled throughout), is killed with SIGKILL, and restarts on the
+/// same data; the time from the restart until it serves the newest posts,
+/// its resident memory then, and the bytes on disk per post.
+async fn restart(args: RestartArgs) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("hearsay-bench-")
+        .tempdir()?;
+    let mut node = start_node(dir.path(), "n", None).await?;
+    let client = node.client().clone();
+    let pid = node.pid();
+    let mut peak = 0u64;
+    let errors = write_posts(&client, args.posts, args.concurrency, args.json, || {
+        peak = peak.max(rss_bytes(pid).unwrap_or(0));
+    })
+    .await?;
+    let rss_after_ingest = rss_bytes(pid).unwrap_or(0);
+    let held = client.stats().await?.revision;
+    node.kill();
+    let disk = disk_bytes(&dir.path().join("n"));
+    let started = Instant::now();
+    node.restart().await?;
+    let client = node.client().clone();
+    let until = Instant::now() + Duration::from_secs(600);
+    loop {
+        if client.posts(64, None).await.is_ok_and(|p| !p.is_empty()) {
+            break;
+        }
+        if Instant::now() > until {
+            bail!("the restarted node did not serve posts within 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let serving_ms = started.elapsed().as_secs_f64() * 1e3;
+    let rss_restarted = rss_bytes(node.pid()).unwrap_or(0);
+    let stored = args.posts.saturating_sub(errors).max(1) as u64;
+    let report = json!({
+        "posts": args.posts,
+        "errors": errors,
+        "revision": held,
+        "restart_to_serving_ms": serving_ms.round(),
+        "rss_peak_during_ingest_mib": mib(peak),
+        "rss_after_ingest_mib": mib(rss_after_ingest),
+        "rss_after_restart_mib": mib(rss_restarted),
+        "disk_mib": mib(disk),
+        "disk_bytes_per_post": disk / stored,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} posts ({} errors): serving {} ms after a SIGKILL and restart; resident memory peak {} MiB during the ingest, {} MiB after it, {} MiB after the restart; {} MiB on disk, {} bytes per post",
+            args.posts,
+            errors,
+            report["restart_to_serving_ms"],
+            report["rss_peak_during_ingest_mib"],
+            report["rss_after_ingest_mib"],
+            report["rss_after_restart_mib"],
+            report["disk_mib"],
+            report["disk_bytes_per_post"]
+        );
+    }
+    Ok(())
 }
 
 /// `hearsay bench ingest`: `--concurrency` clients each write posts in a
