@@ -29,10 +29,10 @@ pub enum BenchCmd {
     /// newest posts while they run
     Ingest(IngestArgs),
     /// Time for a node that was offline while others wrote to catch up
-    Catchup(CatchupArgs),
+    Catchup(PostsArgs),
     /// Time from start to serving for a node holding many posts; memory and
     /// disk per post
-    Restart(RestartArgs),
+    Restart(PostsArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -108,21 +108,9 @@ pub async fn run(command: BenchCmd) -> anyhow::Result<()> {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct CatchupArgs {
-    /// Posts written while the node is offline (each is three deltas)
-    #[arg(long, value_name = "P", default_value_t = 10_000)]
-    posts: usize,
-    /// Clients writing them
-    #[arg(long, value_name = "C", default_value_t = 64)]
-    concurrency: usize,
-    /// Print one JSON object instead of the text
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct RestartArgs {
-    /// Posts the node holds before it is killed and restarted
+pub struct PostsArgs {
+    /// Posts to write (each is three deltas): while the node is offline
+    /// (catchup), or before it restarts (restart)
     #[arg(long, value_name = "P", default_value_t = 10_000)]
     posts: usize,
     /// Clients writing them
@@ -235,7 +223,7 @@ fn mib(bytes: u64) -> f64 {
 /// `hearsay bench catchup`: two nodes, B joined to A; B is killed, A takes
 /// `--posts` posts, B restarts; the time from B's restart until its version
 /// vector covers A's.
-async fn catchup(args: CatchupArgs) -> anyhow::Result<()> {
+async fn catchup(args: PostsArgs) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("hearsay-bench-")
         .tempdir()?;
@@ -306,7 +294,7 @@ async fn catchup(args: CatchupArgs) -> anyhow::Result<()> {
 /// memory sampled throughout), is killed with SIGKILL, and restarts on the
 /// same data; the time from the restart until it serves the newest posts,
 /// its resident memory then, and the bytes on disk per post.
-async fn restart(args: RestartArgs) -> anyhow::Result<()> {
+async fn restart(args: PostsArgs) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("hearsay-bench-")
         .tempdir()?;
