@@ -372,16 +372,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             let dir = tempfile::Builder::new()
                 .prefix("hearsay-bench-")
                 .tempdir()?;
-            let binary = std::env::current_exe().context("path of the hearsay binary")?;
-            let node = Launch::new(&binary, dir.path().join("n0"))
-                .set("listen", "/ip4/127.0.0.1/tcp/0")
-                .set("http", "127.0.0.1:0")
-                .set("region", "bench-0")
-                .set("target_peers", "0")
-                .set("degree", "0")
-                .env("RUST_LOG", "warn")
-                .start()
-                .await?;
+            let node = start_node(dir.path(), "0", None).await?;
             let url = node.announcement().url();
             _node = Some(node);
             _dir = Some(dir);
