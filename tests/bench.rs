@@ -11,12 +11,15 @@ use serde_json::Value;
 
 #[test]
 fn a_short_replication_bench_sees_every_write_at_every_node() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plot = dir.path().join("delay.svg");
     let mut cmd = Command::new(binary());
     clear_node_env(&mut cmd);
     let out = cmd
         .args(["bench", "replication", "--nodes", "3", "--topology", "ring"])
         .args(["--link-delay", "5", "--rate", "20", "--duration", "2"])
-        .args(["--writers", "all", "--json"])
+        .args(["--writers", "all", "--json", "--plot"])
+        .arg(&plot)
         .stdin(Stdio::null())
         .output()
         .expect("running hearsay bench");
@@ -47,6 +50,13 @@ fn a_short_replication_bench_sees_every_write_at_every_node() {
     }
     for key in ["converge_ms", "achieved_rate"] {
         assert!(report[key].is_number(), "{key} in {report}");
+    }
+    let svg = std::fs::read_to_string(&plot).expect("the --plot file");
+    for i in 0..3 {
+        assert!(
+            svg.contains(&format!("node {i}: p50")),
+            "no curve of node {i}"
+        );
     }
 }
 

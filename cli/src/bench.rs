@@ -19,6 +19,8 @@ use hearsay_node::client::Client;
 use hearsay_node::launch::{Launch, NodeProcess};
 use hearsay_node::proxy::Proxy;
 use serde_json::json;
+
+use crate::plot;
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
 #[derive(clap::Subcommand, Debug)]
@@ -80,6 +82,9 @@ pub struct ReplicationArgs {
     /// Print one JSON object instead of the table
     #[arg(long)]
     json: bool,
+    /// Also draw the delay distribution of every node into this SVG file
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -760,6 +765,29 @@ async fn replication(args: ReplicationArgs) -> anyhow::Result<()> {
             .saturating_duration_since(start)
             .as_secs_f64()
             .max(1e-9);
+    if let Some(path) = &args.plot {
+        let series: Vec<plot::Series> = per_node
+            .iter()
+            .enumerate()
+            .map(|(i, ms)| {
+                let s = summary(ms.clone());
+                plot::Series {
+                    label: format!(
+                        "node {i}: p50 {:.1} ms, p99 {:.1} ms",
+                        s["p50"].as_f64().unwrap_or(f64::NAN),
+                        s["p99"].as_f64().unwrap_or(f64::NAN)
+                    ),
+                    ms: ms.clone(),
+                }
+            })
+            .collect();
+        let title = format!(
+            "{n} nodes, {:?}, link delay {} ms, {} writes/s",
+            args.topology, args.link_delay, args.rate
+        )
+        .to_lowercase();
+        plot::delay_cdf(path, &title, &series)?;
+    }
     let report = json!({
         "nodes": n,
         "topology": format!("{:?}", args.topology).to_lowercase(),

@@ -11,6 +11,7 @@ mod client;
 mod demo;
 mod flags;
 mod mesh;
+mod plot;
 mod router;
 mod tail;
 mod users;
