@@ -585,6 +585,79 @@ fn follow(i: usize, n: usize, client: Client, seen: Seen, ready: mpsc::Sender<us
     });
 }
 
+/// Sum (seconds) and count of every `hearsay_stage_seconds` series, and of
+/// the HTTP write route's duration, from a node's `/metrics` text.
+type StageTotals = HashMap<String, (f64, f64)>;
+
+fn stage_totals(metrics: &str) -> StageTotals {
+    let mut out: StageTotals = HashMap::new();
+    for line in metrics.lines() {
+        let (what, slot) =
+            if let Some(rest) = line.strip_prefix("hearsay_stage_seconds_sum{stage=\"") {
+                (rest, 0)
+            } else if let Some(rest) = line.strip_prefix("hearsay_stage_seconds_count{stage=\"") {
+                (rest, 1)
+            } else if let Some(rest) =
+                line.strip_prefix("hearsay_http_request_duration_seconds_sum{route=\"/api/v0/p\"}")
+            {
+                (rest, 2)
+            } else if let Some(rest) = line
+                .strip_prefix("hearsay_http_request_duration_seconds_count{route=\"/api/v0/p\"}")
+            {
+                (rest, 3)
+            } else {
+                continue;
+            };
+        let (name, value) = match slot {
+            0 | 1 => match what.split_once("\"} ") {
+                Some((stage, v)) => (stage.to_owned(), v),
+                None => continue,
+            },
+            _ => ("http".to_owned(), what.trim()),
+        };
+        let Ok(v) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let entry = out.entry(name).or_default();
+        if slot % 2 == 0 {
+            entry.0 = v;
+        } else {
+            entry.1 = v;
+        }
+    }
+    out
+}
+
+/// Mean microseconds and count per stage between two scrapes.
+fn stage_means(before: &StageTotals, after: &StageTotals) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    let mut names: Vec<&String> = after.keys().collect();
+    names.sort();
+    for name in names {
+        let (s1, c1) = after[name];
+        let (s0, c0) = before.get(name).copied().unwrap_or_default();
+        let n = c1 - c0;
+        if n > 0.0 {
+            let mean_us = ((s1 - s0) / n * 1e6 * 10.0).round() / 10.0;
+            out.insert(name.clone(), json!({"n": n as u64, "mean_us": mean_us}));
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
+async fn scrape_stages(clients: &[Client]) -> Vec<StageTotals> {
+    let mut out = Vec::with_capacity(clients.len());
+    for c in clients {
+        out.push(
+            c.metrics()
+                .await
+                .map(|m| stage_totals(&m))
+                .unwrap_or_default(),
+        );
+    }
+    out
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -662,6 +735,7 @@ async fn replication(args: ReplicationArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    let stages_before = scrape_stages(&clients).await;
     let total = (args.rate * args.duration).round().max(1.0) as usize;
     let interval = Duration::from_secs_f64(1.0 / args.rate);
     // id -> (scheduled, acked); errors.
@@ -737,6 +811,7 @@ async fn replication(args: ReplicationArgs) -> anyhow::Result<()> {
         eprintln!("\r{:60}", "");
     }
 
+    let stages_after = scrape_stages(&clients).await;
     let seen = seen.lock().await;
     let mut per_node: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut all = Vec::new();
@@ -801,7 +876,12 @@ async fn replication(args: ReplicationArgs) -> anyhow::Result<()> {
         "per_node": per_node
             .into_iter()
             .enumerate()
-            .map(|(i, d)| json!({"node": i, "url": urls[i], "delay_ms": summary(d)}))
+            .map(|(i, d)| json!({
+                "node": i,
+                "url": urls[i],
+                "delay_ms": summary(d),
+                "stages_us": stage_means(&stages_before[i], &stages_after[i]),
+            }))
             .collect::<Vec<_>>(),
         "converge_ms": (last_arrival.saturating_duration_since(last_scheduled).as_secs_f64() * 1e3).round(),
         "achieved_rate": (achieved * 10.0).round() / 10.0,
@@ -841,6 +921,28 @@ async fn replication(args: ReplicationArgs) -> anyhow::Result<()> {
         row(format!("node {i}"), &node["delay_ms"]);
     }
     row("every node".into(), &report["delay_ms"]);
+    println!();
+    println!("where the time goes: mean µs per step (and how many), by node:");
+    let names = [
+        "http", "write", "commit", "publish", "deliver", "receive", "read",
+    ];
+    println!("| node | {} |", names.join(" | "));
+    println!("|---|{}", "---|".repeat(names.len()));
+    for (i, node) in report["per_node"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let cells: Vec<String> = names
+            .iter()
+            .map(|name| match &node["stages_us"][name] {
+                serde_json::Value::Null => "-".to_owned(),
+                s => format!("{} ({})", s["mean_us"], s["n"]),
+            })
+            .collect();
+        println!("| {i} | {} |", cells.join(" | "));
+    }
     drop(local);
     Ok(())
 }

@@ -40,7 +40,7 @@
 //!    on (`/api/v0/health` says why).
 
 use std::collections::VecDeque;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hearsay_crdt::{
     Action, Delta, ErrorKind, Keypair, NewPost, NodeId, Post, PostId, PostSignature, Profile,
@@ -48,7 +48,7 @@ use hearsay_crdt::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::metrics::{Metrics, Refusal, Source, SourceLabels};
+use crate::metrics::{Metrics, Refusal, Source, SourceLabels, Stage};
 use crate::signed::{ReplayGuard, Unfit, UserProof, check_clock};
 use crate::store::{PageLimit, Store, StoreDocs};
 
@@ -1082,9 +1082,19 @@ pub fn run_batch<S: Store>(
     events: &mpsc::Sender<CoreEvent>,
     status: &watch::Sender<CoreStatus>,
 ) {
+    let metrics = state.metrics.clone();
     let mut acks: Vec<(Reply<Ack>, Written)> = Vec::new();
     let mut tick = false;
     for command in batch.clients {
+        let began = Instant::now();
+        let stage = match command {
+            ClientCommand::Write { .. } => Stage::Write,
+            ClientCommand::Tick => {
+                tick = true;
+                continue;
+            }
+            _ => Stage::Read,
+        };
         match command {
             ClientCommand::Write { op, reply } => match state.write(op, now_ms) {
                 Ok(written) => acks.push((reply, written)),
@@ -1124,10 +1134,12 @@ pub fn run_batch<S: Store>(
             ClientCommand::PostsById { ids, reply } => {
                 let _ = reply.send(state.posts_by_id(&ids));
             }
-            ClientCommand::Tick => tick = true,
+            ClientCommand::Tick => {}
         }
+        metrics.timed(stage, began);
     }
     if !batch.peers.is_empty() {
+        let began = Instant::now();
         let (groups, replies): (Vec<_>, Vec<_>) = batch
             .peers
             .into_iter()
@@ -1143,11 +1155,17 @@ pub fn run_batch<S: Store>(
             // Relays forward on this verdict without waiting for the flush.
             let _ = reply.send(verdicts);
         }
+        metrics.timed(Stage::Receive, began);
     }
     if tick {
         state.tick(now_ms);
     }
-    match state.commit() {
+    let (began, flushes) = (Instant::now(), state.dirty);
+    let committed = state.commit();
+    if flushes {
+        metrics.timed(Stage::Commit, began);
+    }
+    match committed {
         Ok(commit) => {
             // Status first: the durable vector is the read-your-writes token.
             status.send_replace(state.status());

@@ -299,6 +299,61 @@ pub struct RouteOnly {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: Stage,
+}
+
+/// A step on a write's path through a node, timed by
+/// [`Metrics::stage_seconds`]: what `hearsay bench replication` breaks a
+/// hop's delay into.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Stage {
+    /// A local write in the core: the CRDT change and the delta's signature.
+    Write,
+    /// A batch of remote deltas in the core: verify, order, apply.
+    Receive,
+    /// Appending a batch's deltas to the log and flushing it.
+    Commit,
+    /// Handing a durable batch's deltas to gossip: encoding, gossipsub's
+    /// signature, sending to the mesh peers.
+    Publish,
+    /// Gossiped deltas from being handed to the core to the core's verdict
+    /// (waiting in its queue included): what a relay waits before
+    /// forwarding.
+    Deliver,
+    /// One read in the core.
+    Read,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Write,
+        Stage::Receive,
+        Stage::Commit,
+        Stage::Publish,
+        Stage::Deliver,
+        Stage::Read,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Write => "write",
+            Stage::Receive => "receive",
+            Stage::Commit => "commit",
+            Stage::Publish => "publish",
+            Stage::Deliver => "deliver",
+            Stage::Read => "read",
+        }
+    }
+}
+
+impl EncodeLabelValue for Stage {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encode_str(self.as_str(), encoder)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GeoLabels {
     region: String,
     lat: String,
@@ -338,6 +393,8 @@ pub struct Metrics {
     /// vector. The gauge is `Σ max(0, known[o] - held[o])`.
     pub lag_deltas: Family<OriginLabels, Gauge>,
     pub group_commit_size: Histogram,
+    /// Time spent in each [`Stage`] of the write path.
+    pub stage_seconds: Family<StageLabels, Histogram>,
     pub overload_rejections: Counter,
     /// Reads with `?after=` refused with 409 (the node had not caught up).
     pub reads_behind: Counter,
@@ -390,7 +447,19 @@ fn delay_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
+/// 4 µs to about 4 s.
+fn stage_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_004, 2.0, 20))
+}
+
 impl Metrics {
+    /// Records `since.elapsed()` as time spent in `stage`.
+    pub fn timed(&self, stage: Stage, since: std::time::Instant) {
+        self.stage_seconds
+            .get_or_create(&StageLabels { stage })
+            .observe(since.elapsed().as_secs_f64());
+    }
+
     pub fn new(region: &str, geo: Option<hearsay_topology::Geo>) -> Self {
         let mut registry = Registry::default();
         let m = Metrics {
@@ -409,6 +478,7 @@ impl Metrics {
             replication_delay_seconds: Family::new_with_constructor(delay_histogram),
             lag_deltas: Family::default(),
             group_commit_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            stage_seconds: Family::new_with_constructor(stage_histogram),
             overload_rejections: Counter::default(),
             reads_behind: Counter::default(),
             event_streams: Gauge::default(),
@@ -497,6 +567,11 @@ impl Metrics {
             "group_commit_size",
             "Writes made durable per flush",
             m.group_commit_size.clone(),
+        );
+        r.register(
+            "stage_seconds",
+            "Time spent in each step of the write path: write, receive, commit, publish, deliver, read",
+            m.stage_seconds.clone(),
         );
         r.register(
             "overload_rejections",

@@ -61,7 +61,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Sleep};
 
 use crate::core::{CoreEvent, CoreStatus, PeerCommand};
-use crate::metrics::{Metrics, ResponseReading, Source};
+use crate::metrics::{Metrics, ResponseReading, Source, Stage};
 use crate::status::{self, OriginInfo, Origins, STATUS_TOPIC, StatusBody, Verified};
 use crate::store::{Store, read_page};
 use hearsay_topology::{Geo, State, Timeouts, Topology};
@@ -421,6 +421,8 @@ enum Pending {
     Verdicts {
         batch: Batch<PeerId, MessageId>,
         verdicts: Option<Vec<Verdict>>,
+        /// When the batch was handed to the core.
+        sent: std::time::Instant,
     },
     /// A page read from the store for a peer.
     Served {
@@ -763,6 +765,7 @@ impl<S: Store> Net<S> {
             Batch::Page { .. } => Source::Sync,
         };
         let (reply, rx) = oneshot::channel();
+        let sent = std::time::Instant::now();
         match self.core.try_send(PeerCommand::Remote {
             deltas,
             source,
@@ -773,6 +776,7 @@ impl<S: Store> Net<S> {
                     Pending::Verdicts {
                         batch,
                         verdicts: rx.await.ok(),
+                        sent,
                     }
                 }
                 .boxed(),
@@ -787,6 +791,7 @@ impl<S: Store> Net<S> {
     fn on_core_event(&mut self, event: CoreEvent) {
         match event {
             CoreEvent::Publish(deltas) => {
+                let began = std::time::Instant::now();
                 for bytes in deltas {
                     // With no subscribed peer yet, anti-entropy delivers later.
                     if let Err(e) = self
@@ -798,6 +803,7 @@ impl<S: Store> Net<S> {
                         tracing::debug!(error = %e, "publish");
                     }
                 }
+                self.metrics.timed(Stage::Publish, began);
             }
         }
     }
@@ -807,7 +813,11 @@ impl<S: Store> Net<S> {
             Pending::Verdicts {
                 batch,
                 verdicts: Some(verdicts),
+                sent,
             } => {
+                if matches!(batch, Batch::Gossip { .. }) {
+                    self.metrics.timed(Stage::Deliver, sent);
+                }
                 // The core publishes its durable vector before it answers:
                 // hand it over first, so a next page is asked for with it.
                 if self.core_status.has_changed().unwrap_or(false) {
