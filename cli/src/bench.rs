@@ -393,6 +393,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     client.create_post(Some("bench"), "warm-up", None).await?;
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(args.duration);
+    let stages_before = scrape_stages(std::slice::from_ref(&client)).await;
     let mut writers = Vec::new();
     for c in 0..args.concurrency {
         let client = client.clone();
@@ -443,6 +444,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     }
     let (reads, read_errors) = reader.await?;
     let elapsed = start.elapsed().as_secs_f64();
+    let stages_after = scrape_stages(std::slice::from_ref(&client)).await;
     let report = json!({
         "concurrency": args.concurrency,
         "duration_s": (elapsed * 1000.0).round() / 1000.0,
@@ -452,6 +454,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         "write_ms": summary(writes),
         "read_errors": read_errors,
         "read_newest_64_ms": summary(reads),
+        "stages_us": stage_means(&stages_before[0], &stages_after[0]),
     });
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -471,6 +474,12 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             "| {name} | {} | {} | {} | {} | {} |",
             s["n"], s["p50"], s["p90"], s["p99"], s["max"]
         );
+    }
+    println!("where the time goes: mean µs per step (and how many):");
+    if let Some(stages) = report["stages_us"].as_object() {
+        for (name, s) in stages {
+            println!("  {name}: {} ({})", s["mean_us"], s["n"]);
+        }
     }
     Ok(())
 }

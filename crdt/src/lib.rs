@@ -29,6 +29,7 @@
 //! assert_eq!(a.version_vector(), b.version_vector());
 //! ```
 
+pub mod bucket_index;
 pub mod delta;
 pub mod docs;
 pub mod error;

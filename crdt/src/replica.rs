@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 
+use crate::bucket_index::{BucketIndex, MAX_INDEXED_IDS};
 use crate::delta::Delta;
 use crate::docs::{NewPost, Post, Profile, bucket, post, profile};
 use crate::error::{Error, Result};
@@ -165,6 +166,7 @@ pub struct Replica<S> {
     held: BTreeMap<DocId, Vec<Held>>,
     public_buckets: BTreeSet<u64>,
     timeline_buckets: BTreeMap<UserName, BTreeSet<u64>>,
+    index: BucketIndex,
 }
 
 impl<S> std::fmt::Debug for Replica<S> {
@@ -217,6 +219,7 @@ impl<S: DocStore> Replica<S> {
             held: BTreeMap::new(),
             public_buckets,
             timeline_buckets,
+            index: BucketIndex::new(MAX_INDEXED_IDS),
         })
     }
 
@@ -333,13 +336,11 @@ impl<S: DocStore> Replica<S> {
         let mut deltas = Vec::with_capacity(3);
         deltas.push(self.local_change(doc, now_ms, true, |d| post::create(d, id, new, signature))?);
         let b = id.bucket();
-        deltas.push(self.local_change(DocId::Public(b), now_ms, true, |d| bucket::add(d, id))?);
-        deltas.push(self.local_change(
-            DocId::Timeline(new.author.clone(), b),
-            now_ms,
-            true,
-            |d| bucket::add(d, id),
-        )?);
+        let (public, timeline) = (DocId::Public(b), DocId::Timeline(new.author.clone(), b));
+        deltas.push(self.local_change(public.clone(), now_ms, true, |d| bucket::add(d, id))?);
+        deltas.push(self.local_change(timeline.clone(), now_ms, true, |d| bucket::add(d, id))?);
+        self.index.add(&public, id);
+        self.index.add(&timeline, id);
         self.public_buckets.insert(b);
         self.timeline_buckets
             .entry(new.author.clone())
@@ -596,6 +597,7 @@ impl<S: DocStore> Replica<S> {
         let present = match apply_guarded(doc, batch, &lookups) {
             Ok(present) => present,
             Err(_) => {
+                self.index.forget(doc_id);
                 *doc = backup;
                 for (i, change) in items {
                     let before = doc.clone();
@@ -610,6 +612,16 @@ impl<S: DocStore> Replica<S> {
             }
         };
         let (now_in_batch, now_in_held) = present.split_at(items.len());
+        if matches!(doc_id, DocId::Public(_) | DocId::Timeline(..)) {
+            for ((_, change), _) in items.iter().zip(now_in_batch).filter(|(_, p)| **p) {
+                self.index.applied(doc_id, change);
+            }
+            for (h, _) in held_before.iter().zip(now_in_held).filter(|(_, p)| **p) {
+                if let Some(change) = doc.get_change_by_hash(&h.hash) {
+                    self.index.applied(doc_id, &change);
+                }
+            }
+        }
         let mut held: Vec<Held> = held_before
             .into_iter()
             .zip(now_in_held)
@@ -665,22 +677,44 @@ impl<S: DocStore> Replica<S> {
     ) -> Result<Vec<Post>> {
         let mut out = Vec::new();
         for b in buckets {
-            let ids = match self.cache.get(&mut self.store, &make(b), false)? {
-                Some(doc) => bucket::entries(doc),
-                None => continue,
-            };
-            for id in ids.into_iter().filter(|id| before.is_none_or(|b| *id < b)) {
-                if out.len() >= limit {
-                    return Ok(out);
+            let doc = make(b);
+            // Deleted posts are skipped: take pages until this one is full
+            // or the bucket is exhausted.
+            let mut cursor = before;
+            while out.len() < limit {
+                let ids = self.bucket_ids(&doc, cursor, limit - out.len())?;
+                let Some(&last) = ids.last() else {
+                    break;
+                };
+                cursor = Some(last);
+                for id in ids {
+                    if let Some(p) = self.post(id)?
+                        && !p.deleted
+                    {
+                        out.push(p);
+                    }
                 }
-                if let Some(p) = self.post(id)?
-                    && !p.deleted
-                {
-                    out.push(p);
-                }
+            }
+            if out.len() >= limit {
+                break;
             }
         }
         Ok(out)
+    }
+
+    /// At most `n` post ids of a bucket document strictly older than
+    /// `before`, newest first, from the bucket index (built from the
+    /// document on the bucket's first read).
+    fn bucket_ids(&mut self, doc: &DocId, before: Option<PostId>, n: usize) -> Result<Vec<PostId>> {
+        if let Some(page) = self.index.page(doc, before, n) {
+            return Ok(page);
+        }
+        let Some(d) = self.cache.get(&mut self.store, doc, false)? else {
+            return Ok(Vec::new());
+        };
+        self.index
+            .insert(doc.clone(), bucket::entries(d).into_iter().collect());
+        Ok(self.index.page(doc, before, n).unwrap_or_default())
     }
 
     fn buckets_before(set: Option<&BTreeSet<u64>>, before: Option<PostId>) -> Vec<u64> {
@@ -751,9 +785,7 @@ impl<S: DocStore> Replica<S> {
                 heap.pop();
                 let whom = &follows[i];
                 let doc = DocId::Timeline(whom.clone(), bucket);
-                if let Some(d) = self.cache.get(&mut self.store, &doc, false)? {
-                    ids.extend(bucket::entries(d));
-                }
+                ids.extend(self.bucket_ids(&doc, before, usize::MAX)?);
                 if let Some(next) = bucket
                     .checked_sub(1)
                     .and_then(|below| newest_at_or_below(&self.timeline_buckets, whom, below))
