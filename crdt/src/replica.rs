@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 
-use crate::bucket_index::{BucketIndex, MAX_INDEXED_IDS};
+use crate::bucket_index::{BucketIndex, MAX_INDEXED_IDS, PostCache};
 use crate::delta::Delta;
 use crate::docs::{NewPost, Post, Profile, bucket, post, profile};
 use crate::error::{Error, Result};
@@ -167,6 +167,7 @@ pub struct Replica<S> {
     public_buckets: BTreeSet<u64>,
     timeline_buckets: BTreeMap<UserName, BTreeSet<u64>>,
     index: BucketIndex,
+    posts: PostCache,
 }
 
 impl<S> std::fmt::Debug for Replica<S> {
@@ -207,6 +208,7 @@ impl<S: DocStore> Replica<S> {
                 _ => {}
             }
         }
+        let posts = PostCache::new(config.cache_docs);
         Ok(Replica {
             cache: DocCache::new(config.cache_docs, ActorId::from(id.as_bytes())),
             key,
@@ -220,6 +222,7 @@ impl<S: DocStore> Replica<S> {
             public_buckets,
             timeline_buckets,
             index: BucketIndex::new(MAX_INDEXED_IDS),
+            posts,
         })
     }
 
@@ -284,6 +287,9 @@ impl<S: DocStore> Replica<S> {
             .get(&mut self.store, &doc, create)?
             .ok_or_else(|| Error::invalid(format!("unknown document {doc}")))?;
         op(d)?;
+        if let DocId::Post(id) = &doc {
+            self.posts.forget(id);
+        }
         let change = d
             .get_last_local_change()
             .ok_or_else(|| Error::invalid(format!("operation on {doc} changed nothing")))?;
@@ -644,6 +650,7 @@ impl<S: DocStore> Replica<S> {
         }
         self.cache.mark_dirty(doc_id);
         match doc_id {
+            DocId::Post(id) => self.posts.forget(id),
             DocId::Public(b) => {
                 self.public_buckets.insert(*b);
             }
@@ -662,10 +669,17 @@ impl<S: DocStore> Replica<S> {
 
     /// The post `id`, if this replica has it.
     pub fn post(&mut self, id: PostId) -> Result<Option<Post>> {
-        Ok(self
+        if let Some(p) = self.posts.get(&id) {
+            return Ok(Some(p));
+        }
+        let read = self
             .cache
             .get(&mut self.store, &DocId::Post(id), false)?
-            .and_then(|d| post::read(d, id)))
+            .and_then(|d| post::read(d, id));
+        if let Some(p) = &read {
+            self.posts.put(p.clone());
+        }
+        Ok(read)
     }
 
     fn bucket_page(

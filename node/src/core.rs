@@ -40,6 +40,7 @@
 //!    on (`/api/v0/health` says why).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hearsay_crdt::{
@@ -311,7 +312,14 @@ pub struct CoreStatus {
     pub delay_p99_ms: Option<u64>,
     /// Set when storage failed: the node refuses writes from then on.
     pub failed: Option<String>,
+    /// The newest [`NEWEST_SNAPSHOT`] posts as of `version_vector`, deleted
+    /// ones left out: the answer to the most common read, served without
+    /// queueing behind the core's writes. `None` when it could not be read.
+    pub newest: Option<Arc<Vec<Post>>>,
 }
+
+/// Posts in [`CoreStatus::newest`]: the default page of the public list.
+pub const NEWEST_SNAPSHOT: usize = 64;
 
 /// Wall-clock milliseconds since the Unix epoch (the thread's clock).
 pub fn now_ms() -> u64 {
@@ -343,6 +351,8 @@ pub struct CoreState<S: Store> {
     /// Regions and clock offsets of origins, from statuses; `None` (the
     /// simulation, tests) measures delays on the raw clocks.
     origins: Option<crate::status::Origins>,
+    /// [`CoreStatus::newest`], refreshed by every commit that flushed.
+    newest: Option<Arc<Vec<Post>>>,
 }
 
 impl<S: Store> std::fmt::Debug for CoreState<S> {
@@ -422,7 +432,12 @@ impl<S: Store> CoreState<S> {
         );
         let durable = replica.version_vector().clone();
         metrics.revision.set(durable.sum() as i64);
+        let newest = replica
+            .newest_posts(NEWEST_SNAPSHOT, None)
+            .ok()
+            .map(Arc::new);
         Ok(CoreState {
+            newest,
             replica,
             store,
             metrics,
@@ -934,6 +949,12 @@ impl<S: Store> CoreState<S> {
         }
         self.dirty = false;
         self.durable = self.replica.version_vector().clone();
+        // Everything applied is durable now: the snapshot matches `durable`.
+        self.newest = self
+            .replica
+            .newest_posts(NEWEST_SNAPSHOT, None)
+            .ok()
+            .map(Arc::new);
         self.metrics
             .group_commit_size
             .observe(std::mem::take(&mut self.staged_writes) as f64);
@@ -964,6 +985,7 @@ impl<S: Store> CoreState<S> {
             delay_p50_ms: self.delay_percentiles.0,
             delay_p99_ms: self.delay_percentiles.1,
             failed: self.failed.clone(),
+            newest: self.newest.clone(),
         }
     }
 

@@ -98,6 +98,59 @@ fn a_commit_makes_writes_durable_and_publishable() {
 }
 
 #[test]
+fn the_newest_snapshot_follows_durable_commits_only() {
+    let ids = |core: &CoreState<MemoryStore>| -> Vec<PostId> {
+        let newest = core.status().newest.expect("a snapshot");
+        newest.iter().map(|p| p.id).collect()
+    };
+    let mut core = open(MemoryStore::default(), 1);
+    assert!(ids(&core).is_empty());
+    let write = |core: &mut CoreState<MemoryStore>, body: &str, at: u64| {
+        core.write(Write::CreatePost(new_post(body)), at)
+            .unwrap()
+            .into_post()
+            .unwrap()
+            .id
+    };
+    let first = write(&mut core, "first", T0);
+    // Applied but not durable: the snapshot (like the token) waits.
+    assert!(ids(&core).is_empty());
+    core.commit().unwrap();
+    assert_eq!(ids(&core), vec![first]);
+    // Remote posts enter it at their commit too.
+    let remote = remote_deltas(2, 2);
+    core.receive(vec![(remote, Source::Gossip)], T0 + 5);
+    core.commit().unwrap();
+    let listed = ids(&core);
+    assert_eq!(listed.len(), 3);
+    assert_eq!(
+        listed,
+        core.posts(64, None)
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect::<Vec<_>>()
+    );
+    // A deletion leaves it; it holds at most NEWEST_SNAPSHOT posts, the
+    // newest, exactly as the core answers the same page.
+    core.write(Write::DeletePost(first), T0 + 6).unwrap();
+    for i in 0..NEWEST_SNAPSHOT as u64 {
+        write(&mut core, &format!("more {i}"), T0 + 10 + i);
+    }
+    core.commit().unwrap();
+    let listed = ids(&core);
+    assert_eq!(listed.len(), NEWEST_SNAPSHOT);
+    assert!(!listed.contains(&first));
+    let page: Vec<PostId> = core
+        .posts(NEWEST_SNAPSHOT, None)
+        .unwrap()
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(listed, page);
+}
+
+#[test]
 fn errors_are_typed() {
     let mut core = open(MemoryStore::default(), 1);
     let missing: PostId = "00000000000000000000000000000001".parse().unwrap();
