@@ -601,37 +601,35 @@ type StageTotals = HashMap<String, (f64, f64)>;
 fn stage_totals(metrics: &str) -> StageTotals {
     let mut out: StageTotals = HashMap::new();
     for line in metrics.lines() {
-        let (what, slot) =
-            if let Some(rest) = line.strip_prefix("hearsay_stage_seconds_sum{stage=\"") {
-                (rest, 0)
-            } else if let Some(rest) = line.strip_prefix("hearsay_stage_seconds_count{stage=\"") {
-                (rest, 1)
-            } else if let Some(rest) =
-                line.strip_prefix("hearsay_http_request_duration_seconds_sum{route=\"/api/v0/p\"}")
-            {
-                (rest, 2)
-            } else if let Some(rest) = line
-                .strip_prefix("hearsay_http_request_duration_seconds_count{route=\"/api/v0/p\"}")
-            {
-                (rest, 3)
-            } else {
-                continue;
-            };
-        let (name, value) = match slot {
-            0 | 1 => match what.split_once("\"} ") {
-                Some((stage, v)) => (stage.to_owned(), v),
-                None => continue,
-            },
-            _ => ("http".to_owned(), what.trim()),
-        };
-        let Ok(v) = value.trim().parse::<f64>() else {
+        // `name{labels} value`
+        let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let entry = out.entry(name).or_default();
-        if slot % 2 == 0 {
-            entry.0 = v;
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (step, is_sum) = match series.split_once('{') {
+            Some(("hearsay_stage_seconds_sum", labels)) => (labels, true),
+            Some(("hearsay_stage_seconds_count", labels)) => (labels, false),
+            Some(("hearsay_http_request_duration_seconds_sum", r#"route="/api/v0/p"}"#)) => {
+                ("stage=\"http\"}", true)
+            }
+            Some(("hearsay_http_request_duration_seconds_count", r#"route="/api/v0/p"}"#)) => {
+                ("stage=\"http\"}", false)
+            }
+            _ => continue,
+        };
+        let Some(name) = step
+            .strip_prefix("stage=\"")
+            .and_then(|r| r.strip_suffix("\"}"))
+        else {
+            continue;
+        };
+        let entry = out.entry(name.to_owned()).or_default();
+        if is_sum {
+            entry.0 = value;
         } else {
-            entry.1 = v;
+            entry.1 = value;
         }
     }
     out
@@ -972,6 +970,27 @@ mod tests {
             links(Shape::Full),
             vec![vec![], vec![0], vec![0, 1], vec![0, 1, 2]]
         );
+    }
+
+    #[test]
+    fn stage_totals_come_from_the_metrics_text() {
+        let text = r#"# TYPE hearsay_stage_seconds histogram
+hearsay_stage_seconds_sum{stage="write"} 0.5
+hearsay_stage_seconds_count{stage="write"} 100
+hearsay_stage_seconds_bucket{stage="write",le="0.001"} 90
+hearsay_http_request_duration_seconds_sum{route="/api/v0/p"} 2.0
+hearsay_http_request_duration_seconds_count{route="/api/v0/p"} 400
+hearsay_http_request_duration_seconds_sum{route="/metrics"} 9.0
+"#;
+        let totals = stage_totals(text);
+        assert_eq!(totals.len(), 2, "{totals:?}");
+        assert_eq!(totals["write"], (0.5, 100.0));
+        assert_eq!(totals["http"], (2.0, 400.0));
+        let before = StageTotals::from([("write".to_owned(), (0.25, 50.0))]);
+        let means = stage_means(&before, &totals);
+        assert_eq!(means["write"]["n"], 50);
+        assert_eq!(means["write"]["mean_us"], 5000.0);
+        assert_eq!(means["http"]["mean_us"], 5000.0);
     }
 
     #[test]

@@ -26,9 +26,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::{
-    Ack, ClientCommand, CoreError, CoreStatus, NEWEST_SNAPSHOT, Reply, Write, now_ms,
-};
+use crate::core::{Ack, ClientCommand, CoreError, CoreStatus, Reply, Write, first_page, now_ms};
 use crate::metrics::{ErrorClass, Metrics, RouteLabels, RouteOnly, Stage};
 use crate::net::NetStatus;
 
@@ -421,11 +419,9 @@ async fn list_posts(State(state): State<ApiState>, Query(q): Query<ListQuery>) -
     // with), without queueing behind writes.
     if before.is_none() {
         let newest = state.core_status.borrow().newest.clone();
-        if let Some(newest) = newest
-            && (limit <= newest.len() || newest.len() < NEWEST_SNAPSHOT)
-        {
+        if let Some(page) = newest.as_deref().and_then(|n| first_page(n, limit)) {
             let started = Instant::now();
-            let answer = ok(&newest[..limit.min(newest.len())]);
+            let answer = ok(page);
             state.metrics.timed(Stage::Read, started);
             return Ok(answer);
         }

@@ -321,6 +321,14 @@ pub struct CoreStatus {
 /// Posts in [`CoreStatus::newest`]: the default page of the public list.
 pub const NEWEST_SNAPSHOT: usize = 64;
 
+/// The first `limit` posts of the public list, if the snapshot `newest`
+/// holds them: it does when it has at least `limit` posts, or fewer than
+/// it can hold (then it is the whole list). `None`: ask the core.
+pub fn first_page(newest: &[Post], limit: usize) -> Option<&[Post]> {
+    (limit <= newest.len() || newest.len() < NEWEST_SNAPSHOT)
+        .then(|| &newest[..limit.min(newest.len())])
+}
+
 /// Wall-clock milliseconds since the Unix epoch (the thread's clock).
 pub fn now_ms() -> u64 {
     SystemTime::now()

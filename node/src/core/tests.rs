@@ -148,6 +148,18 @@ fn the_newest_snapshot_follows_durable_commits_only() {
         .map(|p| p.id)
         .collect();
     assert_eq!(listed, page);
+
+    // Which pages the snapshot answers: any up to its size; a larger one
+    // only when the snapshot is the whole list.
+    let full = core.status().newest.unwrap();
+    assert_eq!(first_page(&full, 10).map(<[Post]>::len), Some(10));
+    assert_eq!(
+        first_page(&full, NEWEST_SNAPSHOT).map(<[Post]>::len),
+        Some(NEWEST_SNAPSHOT)
+    );
+    assert!(first_page(&full, NEWEST_SNAPSHOT + 1).is_none());
+    let few = &full[..3];
+    assert_eq!(first_page(few, 500).map(<[Post]>::len), Some(3));
 }
 
 #[test]
