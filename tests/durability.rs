@@ -110,8 +110,8 @@ async fn acknowledged_posts_survive_sigkill() {
     assert_eq!(unique.len(), acked.len(), "a post id was issued twice");
     let revision = node.revision().await;
     assert!(
-        revision >= 3 * acked.len() as u64,
-        "revision {revision} is below 3 deltas for each of {} acknowledged posts",
+        revision >= acked.len() as u64,
+        "revision {revision} is below one delta for each of {} acknowledged posts",
         acked.len()
     );
 

@@ -114,7 +114,7 @@ pub async fn run(command: BenchCmd) -> anyhow::Result<()> {
 
 #[derive(clap::Args, Debug)]
 pub struct PostsArgs {
-    /// Posts to write (each is three deltas): while the node is offline
+    /// Posts to write (each is one delta): while the node is offline
     /// (catchup), or before it restarts (restart)
     #[arg(long, value_name = "P", default_value_t = 10_000)]
     posts: usize,

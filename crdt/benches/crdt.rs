@@ -1,6 +1,6 @@
 //! Benchmarks of hearsay-crdt: local operations, delta signatures, and
-//! remote applies to a bucket document of 1,000 entries, one delta per
-//! `receive` call against one batched call.
+//! remote posts applied to a replica holding 1,000, one delta per `receive`
+//! call against one batched call.
 //!
 //! Run with `cargo bench -p hearsay-crdt --bench crdt`; BENCHMARKS.md at the
 //! workspace root records the figures and how they were produced.
@@ -13,12 +13,12 @@ use hearsay_crdt::{
     Delta, DocId, Keypair, MemoryDocs, NewPost, Replica, ReplicaConfig, UserName, VersionVector,
 };
 
-/// All posts of the fixture are created at this instant, so they share one
-/// bucket (see `hearsay_crdt::BUCKET_MS`).
+/// All posts of the fixture are created at this instant: the lists hold
+/// them in one run of equal times, the way a busy minute does.
 const T0: u64 = 1_700_000_000_000;
-/// Entries in the bucket before the measured deltas arrive.
-const BUCKET_ENTRIES: usize = 1_000;
-/// Bucket deltas applied per measured iteration.
+/// Posts held before the measured deltas arrive.
+const HELD: usize = 1_000;
+/// Post deltas applied per measured iteration.
 const N: usize = 100;
 
 fn key(b: u8) -> Keypair {
@@ -69,74 +69,51 @@ impl Saved {
 }
 
 struct Fixture {
-    /// Replica A after creating `BUCKET_ENTRIES` posts in one bucket.
+    /// Replica A after creating `HELD` posts.
     a: Saved,
     /// Replica B holding everything A created.
     b: Saved,
-    /// `N` further changes of the public bucket by A, next in A's sequence.
-    bucket_deltas: Vec<Delta>,
-    bucket: DocId,
-    timeline: DocId,
+    /// `N` further posts by A, next in A's sequence.
+    post_deltas: Vec<Delta>,
 }
 
 fn fixture() -> Fixture {
     let mut a = Replica::new(key(1), MemoryDocs::default()).unwrap();
-    let mut all = Vec::new();
-    for i in 0..BUCKET_ENTRIES {
-        all.extend(a.create_post(&post(i), None, T0).unwrap().1);
-    }
-    let bucket = all[1].doc.clone();
-    let timeline = all[2].doc.clone();
-    assert!(matches!(bucket, DocId::Public(_)));
+    let all: Vec<Delta> = (0..HELD)
+        .map(|i| a.create_post(&post(i), None, T0).unwrap().1)
+        .collect();
     let saved_a = Saved::save(&mut a);
 
     let mut b = Replica::new(key(2), MemoryDocs::default()).unwrap();
     let out = b.receive(all);
     assert!(out.rejected.is_empty(), "{:?}", out.rejected);
-    assert_eq!(
-        b.newest_posts(2 * BUCKET_ENTRIES, None).unwrap().len(),
-        BUCKET_ENTRIES
-    );
+    assert_eq!(b.newest_posts(2 * HELD, None).unwrap().len(), HELD);
     let saved_b = Saved::save(&mut b);
 
-    // N more posts at A; keep only their public-bucket changes and sign them
-    // with the next seqs, so B can take them in order without the post and
-    // timeline documents: what is measured is the bucket alone.
-    let first = saved_a.vv.get(&a.id()) + 1;
-    let changes: Vec<Delta> = (0..N)
-        .flat_map(|i| {
-            a.create_post(&post(BUCKET_ENTRIES + i), None, T0)
-                .unwrap()
-                .1
-        })
-        .filter(|d| d.doc == bucket)
+    let post_deltas: Vec<Delta> = (0..N)
+        .map(|i| a.create_post(&post(HELD + i), None, T0).unwrap().1)
         .collect();
-    let bucket_deltas: Vec<Delta> = changes
-        .into_iter()
-        .zip(first..)
-        .map(|(d, seq)| Delta::sign(a.key(), seq, d.doc, d.change, d.origin_time_ms).unwrap())
-        .collect();
-    assert_eq!(bucket_deltas.len(), N);
 
     // The deltas apply, one at a time or together, to the same state.
-    let mut one = saved_b.open(std::slice::from_ref(&bucket));
-    for d in &bucket_deltas {
+    let mut one = saved_b.open(&[]);
+    for d in &post_deltas {
         assert_eq!(one.receive([d.clone()]).accepted.len(), 1);
     }
-    let mut all_at_once = saved_b.open(std::slice::from_ref(&bucket));
-    assert_eq!(all_at_once.receive(bucket_deltas.clone()).accepted.len(), N);
+    let mut all_at_once = saved_b.open(&[]);
+    assert_eq!(all_at_once.receive(post_deltas.clone()).accepted.len(), N);
     assert_eq!(
-        one.heads(&bucket).unwrap(),
-        all_at_once.heads(&bucket).unwrap()
+        one.newest_posts(N, None).unwrap(),
+        all_at_once.newest_posts(N, None).unwrap()
     );
-    assert_eq!(one.heads(&bucket).unwrap(), a.heads(&bucket).unwrap());
+    assert_eq!(
+        one.newest_posts(N, None).unwrap(),
+        a.newest_posts(N, None).unwrap()
+    );
 
     Fixture {
         a: saved_a,
         b: saved_b,
-        bucket_deltas,
-        bucket,
-        timeline,
+        post_deltas,
     }
 }
 
@@ -156,10 +133,9 @@ fn local(c: &mut Criterion, f: &Fixture) {
             BatchSize::SmallInput,
         )
     });
-    let warm = [f.bucket.clone(), f.timeline.clone()];
-    g.bench_function("create_post/bucket_of_1000", |bench| {
+    g.bench_function("create_post/holding_1000", |bench| {
         bench.iter_batched(
-            || f.a.open(&warm),
+            || f.a.open(&[]),
             |mut r| {
                 let (_, deltas) = r.create_post(&new, None, T0).unwrap();
                 (r, deltas)
@@ -175,7 +151,7 @@ fn signatures(c: &mut Criterion, f: &Fixture) {
     g.sample_size(50)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    let d = &f.bucket_deltas[0];
+    let d = &f.post_deltas[0];
     let k = key(1);
     g.bench_function("sign", |bench| {
         bench.iter(|| {
@@ -196,13 +172,12 @@ fn signatures(c: &mut Criterion, f: &Fixture) {
 }
 
 fn remote_apply(c: &mut Criterion, f: &Fixture) {
-    let mut g = c.benchmark_group("apply_100_to_bucket_of_1000");
+    let mut g = c.benchmark_group("apply_100_posts_holding_1000");
     g.sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(6))
         .throughput(Throughput::Elements(N as u64));
-    let warm = std::slice::from_ref(&f.bucket);
-    let setup = || (f.b.open(warm), f.bucket_deltas.clone());
+    let setup = || (f.b.open(&[]), f.post_deltas.clone());
     // `receive`: signature check, ordering, apply.
     g.bench_function("receive/one_at_a_time", |bench| {
         bench.iter_batched(

@@ -2,7 +2,7 @@
 //!
 //! Each document keeps its fields as keys of the root map and never creates a
 //! nested object concurrently (only a post's creator makes its body Text), so
-//! that replicas initialising the same bucket or profile independently merge
+//! that replicas initialising the same profile independently merge
 //! key by key instead of one object shadowing the other.
 
 use automerge::transaction::Transactable;
@@ -207,6 +207,13 @@ pub mod post {
         Ok(())
     }
 
+    /// The post's author, `None` when the document holds no post yet: what
+    /// the post lists ([`crate::lists`]) need, without reading the body.
+    pub fn author(doc: &Automerge) -> Option<UserName> {
+        get_u64(doc, "created_at")?;
+        get_str(doc, "author").and_then(|a| UserName::new(&a).ok())
+    }
+
     /// Reads the post, `None` when the document holds no post yet.
     pub fn read(doc: &Automerge, id: PostId) -> Option<Post> {
         let created_at = get_u64(doc, "created_at")?;
@@ -257,26 +264,6 @@ pub mod post {
             .filter(|c| c.deps().is_empty())
             .filter_map(|c| doc.text_at(&body, &[c.hash()]).ok())
             .collect()
-    }
-}
-
-/// Bucket documents (`public/<bucket>`, `timeline/<user>/<bucket>`): a map
-/// from post id to creation time.
-pub mod bucket {
-    use super::*;
-
-    pub fn add(doc: &mut Automerge, id: PostId) -> Result<()> {
-        let mut tx = doc.transaction();
-        tx.put(ROOT, id.to_string(), id.created_at_ms())?;
-        tx.commit();
-        Ok(())
-    }
-
-    /// Post ids in the bucket, newest first.
-    pub fn entries(doc: &Automerge) -> Vec<PostId> {
-        let mut ids: Vec<PostId> = doc.keys(ROOT).filter_map(|k| k.parse().ok()).collect();
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        ids
     }
 }
 

@@ -203,9 +203,12 @@ impl FromStr for PostId {
 pub enum DocId {
     /// `post/<post id>`
     Post(PostId),
-    /// `timeline/<author>/<bucket>`: ids of one author's posts in a bucket.
+    /// `timeline/<author>/<bucket>`: where older versions listed one
+    /// author's posts of a time bucket. Still decoded and applied, no longer
+    /// written or read: lists are derived from posts ([`crate::lists`]).
     Timeline(UserName, u64),
-    /// `public/<bucket>`: ids of every post in a bucket.
+    /// `public/<bucket>`: where older versions listed every post of a time
+    /// bucket; like `Timeline`, decoded and applied, not written or read.
     Public(u64),
     /// `profile/<user>`: display name, public key, follows.
     Profile(UserName),

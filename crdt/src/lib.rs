@@ -4,8 +4,10 @@
 //! any runtime, socket or disk:
 //!
 //! - [`Keypair`] and [`NodeId`]: ed25519 identities and their key files;
-//! - [`docs`]: the automerge documents (post, public and timeline buckets,
-//!   profile) with typed operations and reads;
+//! - [`docs`]: the automerge documents (post, profile) with typed
+//!   operations and reads;
+//! - [`lists`]: the list of all posts and each author's, derived from the
+//!   post documents;
 //! - [`signing`]: what users sign (posts, name registrations, follows,
 //!   edits), each message domain-separated;
 //! - [`Delta`]: one signed change of one document, the unit of replication;
@@ -18,24 +20,24 @@
 //! let mut a = Replica::new(Keypair::generate(), MemoryDocs::default()).unwrap();
 //! let mut b = Replica::new(Keypair::generate(), MemoryDocs::default()).unwrap();
 //! let new = NewPost { author: UserName::new("ann").unwrap(), body: "hello".into(), reply_to: None };
-//! let (post, deltas) = a.create_post(&new, None, 1_700_000_000_000).unwrap();
+//! let (post, delta) = a.create_post(&new, None, 1_700_000_000_000).unwrap();
 //!
 //! // Deltas travel as bytes; the receiver verifies, orders and applies them.
-//! let wire: Vec<Vec<u8>> = deltas.iter().map(|d| d.encode()).collect();
-//! let received = wire.iter().map(|w| hearsay_crdt::Delta::decode(w).unwrap());
-//! let outcome = b.receive(received);
-//! assert_eq!(outcome.accepted.len(), 3);
+//! let wire: Vec<u8> = delta.encode();
+//! let outcome = b.receive([hearsay_crdt::Delta::decode(&wire).unwrap()]);
+//! assert_eq!(outcome.accepted.len(), 1);
 //! assert_eq!(b.post(post.id).unwrap().unwrap().body, "hello");
 //! assert_eq!(a.version_vector(), b.version_vector());
 //! ```
 
-pub mod bucket_index;
 pub mod delta;
 pub mod docs;
 pub mod error;
 pub mod event;
 pub mod identity;
 pub mod ids;
+pub mod lists;
+pub mod post_cache;
 pub mod replica;
 pub mod signing;
 pub mod store;
@@ -48,6 +50,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::Change;
 pub use identity::Keypair;
 pub use ids::{BUCKET_MS, DocId, NodeId, PostId, UserName};
+pub use lists::PostList;
 pub use replica::{ReceiveOutcome, Replica, ReplicaConfig};
 pub use signing::{Action, PostSignature};
 pub use store::{DocStore, MemoryDocs};

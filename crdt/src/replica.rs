@@ -20,17 +20,24 @@
 //! Accepted deltas are applied per document in one `apply_changes` batch:
 //! automerge's cost per call grows with the document, its cost per change in
 //! a batch does not (see BENCHMARKS.md).
+//!
+//! A post is one document and one delta. The list of all posts and each
+//! author's list are derived from the post documents as they gain their
+//! content ([`crate::lists`]), so no list is a document that grows with
+//! every post. (`public/…` and `timeline/…` documents, where older versions
+//! kept lists, still decode and apply like any document, and are not read.)
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 
-use crate::bucket_index::{BucketIndex, MAX_INDEXED_IDS, PostCache};
 use crate::delta::Delta;
-use crate::docs::{NewPost, Post, Profile, bucket, post, profile};
+use crate::docs::{NewPost, Post, Profile, post, profile};
 use crate::error::{Error, Result};
 use crate::identity::Keypair;
 use crate::ids::{DocId, NodeId, PostId, UserName};
+use crate::lists::{self, PostList};
+use crate::post_cache::PostCache;
 use crate::signing::PostSignature;
 use crate::store::{DocCache, DocStore};
 use crate::verdict::Verdict;
@@ -164,11 +171,17 @@ pub struct Replica<S> {
     buffer: BTreeMap<NodeId, BTreeMap<u64, (Delta, Change)>>,
     buffered: usize,
     held: BTreeMap<DocId, Vec<Held>>,
-    public_buckets: BTreeSet<u64>,
-    timeline_buckets: BTreeMap<UserName, BTreeSet<u64>>,
-    index: BucketIndex,
     posts: PostCache,
+    /// List keys whose insert failed, for the next checkpoint.
+    unlisted: Vec<Vec<u8>>,
+    /// The newest post of the authors looked up lately (`None`: none), so
+    /// that a home timeline need not read the list of every followed user.
+    /// Kept exact by every listing; cleared when full.
+    newest_by: HashMap<UserName, Option<PostId>>,
 }
+
+/// Authors whose newest post a replica remembers.
+const MAX_NEWEST_BY: usize = 1 << 16;
 
 impl<S> std::fmt::Debug for Replica<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -191,23 +204,7 @@ impl<S: DocStore> Replica<S> {
         config: ReplicaConfig,
     ) -> Result<Self> {
         let id = key.id();
-        let mut public_buckets = BTreeSet::new();
-        let mut timeline_buckets: BTreeMap<UserName, BTreeSet<u64>> = BTreeMap::new();
-        for doc in store
-            .ids("public/")?
-            .into_iter()
-            .chain(store.ids("timeline/")?)
-        {
-            match doc {
-                DocId::Public(b) => {
-                    public_buckets.insert(b);
-                }
-                DocId::Timeline(user, b) => {
-                    timeline_buckets.entry(user).or_default().insert(b);
-                }
-                _ => {}
-            }
-        }
+        derive_lists(&mut store)?;
         let posts = PostCache::new(config.cache_docs);
         Ok(Replica {
             cache: DocCache::new(config.cache_docs, ActorId::from(id.as_bytes())),
@@ -219,10 +216,9 @@ impl<S: DocStore> Replica<S> {
             buffer: BTreeMap::new(),
             buffered: 0,
             held: BTreeMap::new(),
-            public_buckets,
-            timeline_buckets,
-            index: BucketIndex::new(MAX_INDEXED_IDS),
             posts,
+            unlisted: Vec::new(),
+            newest_by: HashMap::new(),
         })
     }
 
@@ -268,6 +264,10 @@ impl<S: DocStore> Replica<S> {
     /// Saves every changed document to the store and returns the version
     /// vector the saved documents are known to contain.
     pub fn checkpoint(&mut self) -> Result<VersionVector> {
+        if !self.unlisted.is_empty() {
+            self.store.list_insert(&self.unlisted)?;
+            self.unlisted.clear();
+        }
         self.cache.flush(&mut self.store)?;
         Ok(self.applied_version_vector())
     }
@@ -306,8 +306,8 @@ impl<S: DocStore> Replica<S> {
         Ok(delta)
     }
 
-    /// Creates a post: its document, and its entries in the public and the
-    /// author's timeline buckets. Returns the post and three deltas.
+    /// Creates a post: its document, listed among all posts and the
+    /// author's. Returns the post and its one delta.
     ///
     /// Unsigned (`signature` is `None`), the replica makes the id from its
     /// clock, its id and its next seq. Signed, the post takes the id its
@@ -321,7 +321,7 @@ impl<S: DocStore> Replica<S> {
         new: &NewPost,
         signature: Option<&PostSignature>,
         now_ms: u64,
-    ) -> Result<(Post, Vec<Delta>)> {
+    ) -> Result<(Post, Delta)> {
         crate::docs::check_body_len(&new.body)?;
         let id = match signature {
             Some(sig) => sig.id,
@@ -339,21 +339,11 @@ impl<S: DocStore> Replica<S> {
                 sig.author_key
             )));
         }
-        let mut deltas = Vec::with_capacity(3);
-        deltas.push(self.local_change(doc, now_ms, true, |d| post::create(d, id, new, signature))?);
-        let b = id.bucket();
-        let (public, timeline) = (DocId::Public(b), DocId::Timeline(new.author.clone(), b));
-        deltas.push(self.local_change(public.clone(), now_ms, true, |d| bucket::add(d, id))?);
-        deltas.push(self.local_change(timeline.clone(), now_ms, true, |d| bucket::add(d, id))?);
-        self.index.add(&public, id);
-        self.index.add(&timeline, id);
-        self.public_buckets.insert(b);
-        self.timeline_buckets
-            .entry(new.author.clone())
-            .or_default()
-            .insert(b);
+        let delta =
+            self.local_change(doc, now_ms, true, |d| post::create(d, id, new, signature))?;
+        self.list(&new.author, id)?;
         let post = self.post(id)?.expect("post just created");
-        Ok((post, deltas))
+        Ok((post, delta))
     }
 
     /// Replaces `delete` characters at `pos` of a post's body with `insert`.
@@ -603,7 +593,6 @@ impl<S: DocStore> Replica<S> {
         let present = match apply_guarded(doc, batch, &lookups) {
             Ok(present) => present,
             Err(_) => {
-                self.index.forget(doc_id);
                 *doc = backup;
                 for (i, change) in items {
                     let before = doc.clone();
@@ -618,16 +607,13 @@ impl<S: DocStore> Replica<S> {
             }
         };
         let (now_in_batch, now_in_held) = present.split_at(items.len());
-        if matches!(doc_id, DocId::Public(_) | DocId::Timeline(..)) {
-            for ((_, change), _) in items.iter().zip(now_in_batch).filter(|(_, p)| **p) {
-                self.index.applied(doc_id, change);
-            }
-            for (h, _) in held_before.iter().zip(now_in_held).filter(|(_, p)| **p) {
-                if let Some(change) = doc.get_change_by_hash(&h.hash) {
-                    self.index.applied(doc_id, &change);
-                }
-            }
-        }
+        // A post document that has its content is listed (again: the insert
+        // is idempotent, and cheaper than finding out whether this batch
+        // brought the content).
+        let listed = match doc_id {
+            DocId::Post(id) => post::author(doc).map(|author| (author, *id)),
+            _ => None,
+        };
         let mut held: Vec<Held> = held_before
             .into_iter()
             .zip(now_in_held)
@@ -649,23 +635,46 @@ impl<S: DocStore> Replica<S> {
             self.held.insert(doc_id.clone(), held);
         }
         self.cache.mark_dirty(doc_id);
-        match doc_id {
-            DocId::Post(id) => self.posts.forget(id),
-            DocId::Public(b) => {
-                self.public_buckets.insert(*b);
-            }
-            DocId::Timeline(user, b) => {
-                self.timeline_buckets
-                    .entry(user.clone())
-                    .or_default()
-                    .insert(*b);
-            }
-            _ => {}
+        if let DocId::Post(id) = doc_id {
+            self.posts.forget(id);
+        }
+        if let Some((author, id)) = listed
+            && self.list(&author, id).is_err()
+        {
+            // The changes are in the document; only its listing failed. The
+            // next checkpoint tries again, and fails if the store still does.
+            self.unlisted.extend(lists::keys(&author, id));
+            self.newest_by.clear();
         }
         refused
     }
 
+    /// Lists post `id` by `author` (idempotent).
+    fn list(&mut self, author: &UserName, id: PostId) -> Result<()> {
+        self.store.list_insert(&lists::keys(author, id))?;
+        if let Some(newest) = self.newest_by.get_mut(author) {
+            *newest = (*newest).max(Some(id));
+        }
+        Ok(())
+    }
+
     // ---- reads ------------------------------------------------------------
+
+    /// The newest post id of `author`, if any.
+    fn newest_by(&mut self, author: &UserName) -> Result<Option<PostId>> {
+        if let Some(newest) = self.newest_by.get(author) {
+            return Ok(*newest);
+        }
+        let newest = self
+            .list_ids(PostList::By(author), None, 1)?
+            .first()
+            .copied();
+        if self.newest_by.len() >= MAX_NEWEST_BY {
+            self.newest_by.clear();
+        }
+        self.newest_by.insert(author.clone(), newest);
+        Ok(newest)
+    }
 
     /// The post `id`, if this replica has it.
     pub fn post(&mut self, id: PostId) -> Result<Option<Post>> {
@@ -682,65 +691,54 @@ impl<S: DocStore> Replica<S> {
         Ok(read)
     }
 
-    fn bucket_page(
+    /// At most `n` ids of `list` strictly older than `before`, newest first.
+    fn list_ids(
         &mut self,
-        buckets: Vec<u64>,
-        make: impl Fn(u64) -> DocId,
+        list: PostList<'_>,
+        before: Option<PostId>,
+        n: usize,
+    ) -> Result<Vec<PostId>> {
+        let (start, end) = lists::range(list, before);
+        Ok(self
+            .store
+            .list_range_rev(&start, &end, n)?
+            .iter()
+            .filter_map(|k| lists::id_of(k))
+            .collect())
+    }
+
+    /// A page of `list`: up to `limit` posts older than `before`, newest
+    /// first, skipping deleted posts (and, in an author's list, any post
+    /// whose document names someone else).
+    fn list_page(
+        &mut self,
+        list: PostList<'_>,
         limit: usize,
         before: Option<PostId>,
     ) -> Result<Vec<Post>> {
         let mut out = Vec::new();
-        for b in buckets {
-            let doc = make(b);
-            // Deleted posts are skipped: take pages until this one is full
-            // or the bucket is exhausted.
-            let mut cursor = before;
-            while out.len() < limit {
-                let ids = self.bucket_ids(&doc, cursor, limit - out.len())?;
-                let Some(&last) = ids.last() else {
-                    break;
-                };
-                cursor = Some(last);
-                for id in ids {
-                    if let Some(p) = self.post(id)?
-                        && !p.deleted
-                    {
-                        out.push(p);
-                    }
-                }
-            }
-            if out.len() >= limit {
+        let mut cursor = before;
+        while out.len() < limit {
+            let ids = self.list_ids(list, cursor, limit - out.len())?;
+            let Some(&last) = ids.last() else {
                 break;
+            };
+            cursor = Some(last);
+            for id in ids {
+                if let Some(p) = self.post(id)?
+                    && !p.deleted
+                    && list_holds(list, &p)
+                {
+                    out.push(p);
+                }
             }
         }
         Ok(out)
     }
 
-    /// At most `n` post ids of a bucket document strictly older than
-    /// `before`, newest first, from the bucket index (built from the
-    /// document on the bucket's first read).
-    fn bucket_ids(&mut self, doc: &DocId, before: Option<PostId>, n: usize) -> Result<Vec<PostId>> {
-        if let Some(page) = self.index.page(doc, before, n) {
-            return Ok(page);
-        }
-        let Some(d) = self.cache.get(&mut self.store, doc, false)? else {
-            return Ok(Vec::new());
-        };
-        self.index
-            .insert(doc.clone(), bucket::entries(d).into_iter().collect());
-        Ok(self.index.page(doc, before, n).unwrap_or_default())
-    }
-
-    fn buckets_before(set: Option<&BTreeSet<u64>>, before: Option<PostId>) -> Vec<u64> {
-        let top = before.map_or(u64::MAX, |b| b.bucket());
-        set.map(|s| s.range(..=top).rev().copied().collect())
-            .unwrap_or_default()
-    }
-
     /// Newest posts first, strictly older than `before`; deleted posts skipped.
     pub fn newest_posts(&mut self, limit: usize, before: Option<PostId>) -> Result<Vec<Post>> {
-        let buckets = Self::buckets_before(Some(&self.public_buckets), before);
-        self.bucket_page(buckets, DocId::Public, limit, before)
+        self.list_page(PostList::All, limit, before)
     }
 
     /// One user's posts, newest first.
@@ -750,21 +748,18 @@ impl<S: DocStore> Replica<S> {
         limit: usize,
         before: Option<PostId>,
     ) -> Result<Vec<Post>> {
-        let buckets = Self::buckets_before(self.timeline_buckets.get(user), before);
-        self.bucket_page(buckets, |b| DocId::Timeline(user.clone(), b), limit, before)
+        self.list_page(PostList::By(user), limit, before)
     }
 
     /// A user's home timeline: the posts of everyone they follow, newest
     /// first, strictly older than `before`; deleted posts skipped.
     ///
-    /// The work is bounded by the page, not by the follow count: the walk
-    /// goes through time buckets newest first, and the in-memory bucket sets
-    /// of the followed users (`timeline_buckets`, a max-heap of each one's
-    /// next bucket) say who posted in each bucket, so the only documents read
-    /// are the profile, the timeline buckets of users who posted in the
-    /// buckets the page spans, and the posts on the page (plus deleted ones
-    /// skipped). It stops once the page is full. Following 2,000 users of
-    /// whom ten posted reads a dozen documents, not 2,000.
+    /// A merge of the followed users' lists. A max-heap holds each followed
+    /// user's next post id, starting from the newest (remembered per author,
+    /// so a user who has not posted lately costs no read), and a user's list
+    /// is read in runs as long as the page only once the merge reaches it.
+    /// The documents read are the profile and the posts on the page (plus
+    /// deleted ones skipped), however many users the reader follows.
     pub fn home_timeline(
         &mut self,
         user: &UserName,
@@ -772,53 +767,44 @@ impl<S: DocStore> Replica<S> {
         before: Option<PostId>,
     ) -> Result<Vec<Post>> {
         let follows = self.profile(user)?.follows;
-        let top = before.map_or(u64::MAX, |b| b.bucket());
-        let newest_at_or_below = |buckets: &BTreeMap<UserName, BTreeSet<u64>>, who, top| {
-            buckets
-                .get(who)
-                .and_then(|s| s.range(..=top).next_back().copied())
-        };
-        // (next bucket to read, index in `follows`) of every followed user
-        // who has one.
-        let mut heap: BinaryHeap<(u64, usize)> = follows
-            .iter()
-            .enumerate()
-            .filter_map(|(i, f)| Some((newest_at_or_below(&self.timeline_buckets, f, top)?, i)))
-            .collect();
-        let mut out = Vec::new();
+        let run = limit.clamp(1, 64);
+        let mut heap: BinaryHeap<(PostId, usize)> = BinaryHeap::new();
+        for (i, whom) in follows.iter().enumerate() {
+            let next = match self.newest_by(whom)? {
+                Some(newest) if before.is_some_and(|b| newest >= b) => self
+                    .list_ids(PostList::By(whom), before, 1)?
+                    .first()
+                    .copied(),
+                newest => newest,
+            };
+            if let Some(id) = next {
+                heap.push((id, i));
+            }
+        }
+        // Per followed user reached by the merge: ids after the one in the
+        // heap, oldest first (the next is at the back).
+        let mut pending: HashMap<usize, Vec<PostId>> = HashMap::new();
+        let mut out: Vec<Post> = Vec::new();
         while out.len() < limit {
-            let Some(&(bucket, _)) = heap.peek() else {
+            let Some((id, i)) = heap.pop() else {
                 break;
             };
-            // Everyone who posted in this bucket, then the bucket's posts of
-            // all of them, newest first.
-            let mut ids = Vec::new();
-            while let Some(&(b, i)) = heap.peek()
-                && b == bucket
-            {
-                heap.pop();
-                let whom = &follows[i];
-                let doc = DocId::Timeline(whom.clone(), bucket);
-                ids.extend(self.bucket_ids(&doc, before, usize::MAX)?);
-                if let Some(next) = bucket
-                    .checked_sub(1)
-                    .and_then(|below| newest_at_or_below(&self.timeline_buckets, whom, below))
-                {
-                    heap.push((next, i));
-                }
+            let queue = pending.entry(i).or_default();
+            if queue.is_empty() {
+                *queue = self.list_ids(PostList::By(&follows[i]), Some(id), run)?;
+                queue.reverse();
             }
-            ids.retain(|id| before.is_none_or(|b| *id < b));
-            ids.sort_unstable_by(|a, b| b.cmp(a));
-            ids.dedup();
-            for id in ids {
-                if out.len() >= limit {
-                    break;
-                }
-                if let Some(p) = self.post(id)?
-                    && !p.deleted
-                {
-                    out.push(p);
-                }
+            if let Some(next) = queue.pop() {
+                heap.push((next, i));
+            }
+            if out.last().is_some_and(|p| p.id == id) {
+                continue;
+            }
+            if let Some(p) = self.post(id)?
+                && !p.deleted
+                && p.author == follows[i]
+            {
+                out.push(p);
             }
         }
         Ok(out)
@@ -856,4 +842,37 @@ impl<S: DocStore> Replica<S> {
     pub fn has_held(&self) -> bool {
         !self.held.is_empty()
     }
+}
+
+/// Whether a post read through `list` belongs in it: any post in the list
+/// of all, only the author's own in an author's list.
+fn list_holds(list: PostList<'_>, p: &Post) -> bool {
+    match list {
+        PostList::All => true,
+        PostList::By(user) => p.author == *user,
+    }
+}
+
+/// Lists the posts of a store written before the post lists existed (once:
+/// the marker records it). The deltas replayed after opening list whatever
+/// the stored documents lack.
+fn derive_lists<S: DocStore>(store: &mut S) -> Result<()> {
+    let marker = lists::DERIVED_MARKER.to_vec();
+    let mut end = marker.clone();
+    end.push(0);
+    if !store.list_range_rev(&marker, &end, 1)?.is_empty() {
+        return Ok(());
+    }
+    for doc in store.ids("post/")? {
+        let DocId::Post(id) = doc else { continue };
+        let Some(bytes) = store.load(&doc)? else {
+            continue;
+        };
+        let loaded = Automerge::load(&bytes)
+            .map_err(|e| Error::Store(format!("stored document {doc} does not load: {e}")))?;
+        if let Some(author) = post::author(&loaded) {
+            store.list_insert(&lists::keys(&author, id))?;
+        }
+    }
+    store.list_insert(&[marker])
 }

@@ -5,7 +5,7 @@
 //! a changed document when it leaves the cache or at a checkpoint. The node
 //! implements this over sled; [`MemoryDocs`] serves tests and benchmarks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use automerge::{ActorId, Automerge};
 
@@ -21,28 +21,57 @@ pub trait DocStore {
     fn save(&mut self, id: &DocId, bytes: Vec<u8>) -> Result<()>;
     /// Ids of the stored documents whose text form starts with `prefix`.
     fn ids(&mut self, prefix: &str) -> Result<Vec<DocId>>;
+    /// Adds keys to the ordered set that holds the post lists
+    /// ([`crate::lists`]). Idempotent; durable like a save.
+    fn list_insert(&mut self, keys: &[Vec<u8>]) -> Result<()>;
+    /// At most `n` keys of the set in `[start, end)`, greatest first.
+    fn list_range_rev(&mut self, start: &[u8], end: &[u8], n: usize) -> Result<Vec<Vec<u8>>>;
 }
 
 /// An in-memory [`DocStore`].
 #[derive(Default, Debug, Clone)]
-pub struct MemoryDocs(pub BTreeMap<String, Vec<u8>>);
+pub struct MemoryDocs {
+    pub docs: BTreeMap<String, Vec<u8>>,
+    pub lists: BTreeSet<Vec<u8>>,
+}
 
 impl DocStore for MemoryDocs {
     fn load(&mut self, id: &DocId) -> Result<Option<Vec<u8>>> {
-        Ok(self.0.get(&id.to_string()).cloned())
+        Ok(self.docs.get(&id.to_string()).cloned())
     }
 
     fn save(&mut self, id: &DocId, bytes: Vec<u8>) -> Result<()> {
-        self.0.insert(id.to_string(), bytes);
+        self.docs.insert(id.to_string(), bytes);
         Ok(())
     }
 
     fn ids(&mut self, prefix: &str) -> Result<Vec<DocId>> {
-        self.0
+        self.docs
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, _)| k.parse())
             .collect()
+    }
+
+    fn list_insert(&mut self, keys: &[Vec<u8>]) -> Result<()> {
+        self.lists.extend(keys.iter().cloned());
+        Ok(())
+    }
+
+    fn list_range_rev(&mut self, start: &[u8], end: &[u8], n: usize) -> Result<Vec<Vec<u8>>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .lists
+            .range::<[u8], _>((
+                std::ops::Bound::Included(start),
+                std::ops::Bound::Excluded(end),
+            ))
+            .rev()
+            .take(n)
+            .cloned()
+            .collect())
     }
 }
 

@@ -486,8 +486,8 @@ impl<S: Store> CoreState<S> {
                         )),
                     ));
                 }
-                let (post, deltas) = self.replica.create_post(&new, None, now_ms)?;
-                (Written::Post(post), deltas)
+                let (post, delta) = self.replica.create_post(&new, None, now_ms)?;
+                (Written::Post(post), vec![delta])
             }
             Write::CreateSignedPost { new, signature } => {
                 let id = signature.id;
@@ -514,7 +514,7 @@ impl<S: Store> CoreState<S> {
                     let e = format!("post {id} already exists: a signed post is created once");
                     return Err(self.refused(Refusal::Replay, CoreError::Conflict(e)));
                 }
-                let (post, deltas) =
+                let (post, delta) =
                     self.replica
                         .create_post(&new, Some(&signature), now_ms)
                         .map_err(|e| match e.kind() {
@@ -522,7 +522,7 @@ impl<S: Store> CoreState<S> {
                                 .refused(Refusal::BadSignature, CoreError::Invalid(e.to_string())),
                             _ => e.into(),
                         })?;
-                (Written::Post(post), deltas)
+                (Written::Post(post), vec![delta])
             }
             Write::EditPost {
                 id,

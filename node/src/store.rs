@@ -29,7 +29,7 @@
 //! version vector lacks, up to a bound (the durable vector), per origin in
 //! seq order, in bounded pages.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +82,11 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn doc_ids(&self, prefix: &str) -> StoreResult<Vec<DocId>>;
     fn put_meta(&self, key: &str, value: &[u8]) -> StoreResult<()>;
     fn get_meta(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Adds keys to the ordered set of post-list keys
+    /// ([`hearsay_crdt::lists`]); idempotent, not yet durable.
+    fn list_insert(&self, keys: &[Vec<u8>]) -> StoreResult<()>;
+    /// At most `n` list keys in `[start, end)`, greatest first.
+    fn list_range_rev(&self, start: &[u8], end: &[u8], n: usize) -> StoreResult<Vec<Vec<u8>>>;
     /// Makes every earlier write durable.
     fn flush(&self) -> StoreResult<()>;
 }
@@ -148,6 +153,7 @@ pub struct SledStore {
     log: sled::Tree,
     docs: sled::Tree,
     meta: sled::Tree,
+    lists: sled::Tree,
 }
 
 impl SledStore {
@@ -162,6 +168,7 @@ impl SledStore {
             log: db.open_tree("log")?,
             docs: db.open_tree("docs")?,
             meta: db.open_tree("meta")?,
+            lists: db.open_tree("lists")?,
             db,
         })
     }
@@ -238,6 +245,28 @@ impl Store for SledStore {
         Ok(self.meta.get(key)?.map(|v| v.to_vec()))
     }
 
+    fn list_insert(&self, keys: &[Vec<u8>]) -> StoreResult<()> {
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.insert(k.as_slice(), &[][..]);
+        }
+        self.lists.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn list_range_rev(&self, start: &[u8], end: &[u8], n: usize) -> StoreResult<Vec<Vec<u8>>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.lists
+            .range(start..end)
+            .keys()
+            .rev()
+            .take(n)
+            .map(|k| Ok(k?.to_vec()))
+            .collect()
+    }
+
     fn flush(&self) -> StoreResult<()> {
         self.db.flush()?;
         Ok(())
@@ -249,6 +278,7 @@ struct Tables {
     log: BTreeMap<[u8; 40], Vec<u8>>,
     docs: BTreeMap<String, Vec<u8>>,
     meta: BTreeMap<String, Vec<u8>>,
+    lists: BTreeSet<Vec<u8>>,
 }
 
 /// One write not yet made durable.
@@ -257,6 +287,7 @@ enum Pending {
     Log([u8; 40], Vec<u8>),
     Doc(String, Vec<u8>),
     Meta(String, Vec<u8>),
+    List(Vec<u8>),
 }
 
 impl Tables {
@@ -270,6 +301,9 @@ impl Tables {
             }
             Pending::Meta(k, v) => {
                 self.meta.insert(k, v);
+            }
+            Pending::List(k) => {
+                self.lists.insert(k);
             }
         }
     }
@@ -303,6 +337,7 @@ impl MemoryStore {
                 Pending::Log(k, v) => Pending::Log(*k, v.clone()),
                 Pending::Doc(k, v) => Pending::Doc(k.clone(), v.clone()),
                 Pending::Meta(k, v) => Pending::Meta(k.clone(), v.clone()),
+                Pending::List(k) => Pending::List(k.clone()),
             };
             m.live.apply(copy);
             m.pending.push(write);
@@ -389,6 +424,28 @@ impl Store for MemoryStore {
 
     fn get_meta(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
         Ok(self.with(|m| m.live.meta.get(key).cloned()))
+    }
+
+    fn list_insert(&self, keys: &[Vec<u8>]) -> StoreResult<()> {
+        for k in keys {
+            self.write(Pending::List(k.clone()));
+        }
+        Ok(())
+    }
+
+    fn list_range_rev(&self, start: &[u8], end: &[u8], n: usize) -> StoreResult<Vec<Vec<u8>>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        Ok(self.with(|m| {
+            m.live
+                .lists
+                .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+                .rev()
+                .take(n)
+                .cloned()
+                .collect()
+        }))
     }
 
     fn flush(&self) -> StoreResult<()> {
@@ -495,6 +552,14 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.get_meta(key)
     }
 
+    fn list_insert(&self, keys: &[Vec<u8>]) -> StoreResult<()> {
+        self.inner.list_insert(keys)
+    }
+
+    fn list_range_rev(&self, start: &[u8], end: &[u8], n: usize) -> StoreResult<Vec<Vec<u8>>> {
+        self.inner.list_range_rev(start, end, n)
+    }
+
     fn flush(&self) -> StoreResult<()> {
         let armed =
             self.faults
@@ -571,6 +636,23 @@ impl<S: Store> hearsay_crdt::DocStore for StoreDocs<S> {
     fn ids(&mut self, prefix: &str) -> hearsay_crdt::Result<Vec<DocId>> {
         self.0
             .doc_ids(prefix)
+            .map_err(|e| hearsay_crdt::Error::Store(e.to_string()))
+    }
+
+    fn list_insert(&mut self, keys: &[Vec<u8>]) -> hearsay_crdt::Result<()> {
+        self.0
+            .list_insert(keys)
+            .map_err(|e| hearsay_crdt::Error::Store(e.to_string()))
+    }
+
+    fn list_range_rev(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        n: usize,
+    ) -> hearsay_crdt::Result<Vec<Vec<u8>>> {
+        self.0
+            .list_range_rev(start, end, n)
             .map_err(|e| hearsay_crdt::Error::Store(e.to_string()))
     }
 }
@@ -710,6 +792,24 @@ pub mod conformance {
         assert_eq!(store.get_meta("k").unwrap().as_deref(), Some(&b"v"[..]));
         assert_eq!(store.get_meta("missing").unwrap(), None);
 
+        // Post lists: an ordered set, read greatest first within a range.
+        let keys: Vec<Vec<u8>> = [&b"a1"[..], b"a2", b"a3", b"b1"]
+            .iter()
+            .map(|k| k.to_vec())
+            .collect();
+        store.list_insert(&keys[2..]).unwrap();
+        store.list_insert(&keys).unwrap();
+        assert_eq!(
+            store.list_range_rev(b"a", b"b", 10).unwrap(),
+            vec![keys[2].clone(), keys[1].clone(), keys[0].clone()]
+        );
+        assert_eq!(
+            store.list_range_rev(b"a", b"a3", 1).unwrap(),
+            vec![keys[1].clone()]
+        );
+        assert!(store.list_range_rev(b"b", b"a", 10).unwrap().is_empty());
+        assert_eq!(store.list_range_rev(b"", b"z", 10).unwrap().len(), 4);
+
         // Anti-entropy pages.
         read_pages(&store, &a, &b, &da);
 
@@ -735,6 +835,11 @@ pub mod conformance {
             crashed.get_meta("k").unwrap().as_deref(),
             Some(&b"v"[..]),
             "flushed meta lost in a crash"
+        );
+        assert_eq!(
+            crashed.list_range_rev(b"", b"z", 10).unwrap().len(),
+            4,
+            "flushed list keys lost in a crash"
         );
         drop(crashed);
 
@@ -874,13 +979,16 @@ mod tests {
         store.append(&[delta(2)]).unwrap();
         store.save_doc(&DocId::Public(1), b"doc").unwrap();
         store.put_meta("k", b"2").unwrap();
-        assert_eq!(store.unflushed(), 3);
+        store.list_insert(&[b"p1".to_vec()]).unwrap();
+        assert_eq!(store.unflushed(), 4);
         // Reads see everything; a crash keeps only the flushed state.
         assert_eq!(store.log_len().unwrap(), 2);
         let crashed = store.crashed();
         assert_eq!(crashed.log_len().unwrap(), 1);
         assert_eq!(crashed.load_doc(&DocId::Public(1)).unwrap(), None);
         assert_eq!(crashed.get_meta("k").unwrap().as_deref(), Some(&b"1"[..]));
+        assert!(crashed.list_range_rev(b"", b"z", 1).unwrap().is_empty());
+        assert_eq!(store.list_range_rev(b"", b"z", 1).unwrap().len(), 1);
         assert_eq!(crashed.unflushed(), 0);
     }
 

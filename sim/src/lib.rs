@@ -102,7 +102,7 @@ pub fn seed_from_env_or_random() -> u64 {
 pub struct SimConfig {
     pub seed: u64,
     pub nodes: usize,
-    /// Posts written by clients (each is three deltas), spread uniformly
+    /// Posts written by clients (each is one delta), spread uniformly
     /// over the write window at random nodes.
     pub posts: usize,
     /// Writes start this long after the start (the mesh forms first).

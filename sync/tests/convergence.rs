@@ -319,14 +319,13 @@ impl World {
                     let id = PostId::client(self.now, random);
                     PostSignature::sign(&user_key(a), id, &new)
                 });
-                let (post, deltas) = self.replicas[at]
+                let (post, delta) = self.replicas[at]
                     .create_post(&new, signature.as_ref(), self.now)
                     .unwrap();
-                assert_eq!(deltas.len(), 3);
                 assert_eq!(post.body, *body);
                 assert_eq!(post.signed, *signed);
                 self.posts.push(post.id);
-                self.publish(at, deltas);
+                self.publish(at, vec![delta]);
             }
             Op::Edits { post, edits } => {
                 if self.posts.is_empty() {
@@ -847,7 +846,7 @@ fn some_deltas(key: Keypair, posts: usize) -> (Replica<MemoryDocs>, Vec<Delta>) 
             body: format!("post {i} ✓"),
             reply_to: None,
         };
-        deltas.extend(a.create_post(&new, None, T0 + i as u64).unwrap().1);
+        deltas.push(a.create_post(&new, None, T0 + i as u64).unwrap().1);
     }
     deltas.push(a.follow(&user(0), &user(1), T0 + 50).unwrap());
     (a, deltas)
@@ -855,7 +854,7 @@ fn some_deltas(key: Keypair, posts: usize) -> (Replica<MemoryDocs>, Vec<Delta>) 
 
 #[test]
 fn reversed_deltas_wait_for_the_first_then_all_apply() {
-    let (mut a, deltas) = some_deltas(node_key(1, 0), 4);
+    let (mut a, deltas) = some_deltas(node_key(1, 0), 12);
     assert_eq!(deltas.len(), 13);
     let mut b = Replica::new(node_key(1, 1), MemoryDocs::default()).unwrap();
     for (k, d) in deltas.iter().rev().enumerate() {
@@ -885,13 +884,13 @@ fn reversed_deltas_wait_for_the_first_then_all_apply() {
         .iter()
         .map(|p| p.id)
         .collect();
-    assert_eq!(posts.len(), 4);
+    assert_eq!(posts.len(), 12);
     assert_eq!(observe(&mut a, &posts), observe(&mut b, &posts));
 }
 
 #[test]
 fn buffered_duplicates_are_counted_once() {
-    let (_, deltas) = some_deltas(node_key(2, 0), 2);
+    let (_, deltas) = some_deltas(node_key(2, 0), 6);
     let mut b = Replica::new(node_key(2, 1), MemoryDocs::default()).unwrap();
     let out = b.receive([deltas[3].clone(), deltas[3].clone(), deltas[2].clone()]);
     assert_eq!(out.buffered(), 2);
@@ -905,7 +904,7 @@ fn buffered_duplicates_are_counted_once() {
 
 #[test]
 fn verdicts_follow_input_order() {
-    let (_, deltas) = some_deltas(node_key(5, 0), 2);
+    let (_, deltas) = some_deltas(node_key(5, 0), 6);
     let mut b = Replica::new(node_key(5, 1), MemoryDocs::default()).unwrap();
     let mut forged = deltas[5].clone();
     forged.change.push(0);
@@ -964,7 +963,7 @@ fn verdicts_follow_input_order() {
 
 #[test]
 fn a_delta_too_far_ahead_is_a_seq_gap() {
-    let (_, deltas) = some_deltas(node_key(3, 0), 4);
+    let (_, deltas) = some_deltas(node_key(3, 0), 12);
     let config = ReplicaConfig {
         max_seq_ahead: 4,
         ..Default::default()
@@ -1012,7 +1011,7 @@ fn a_delta_too_far_ahead_is_a_seq_gap() {
 
 #[test]
 fn the_buffer_bound_is_a_seq_gap_too() {
-    let (_, deltas) = some_deltas(node_key(4, 0), 2);
+    let (_, deltas) = some_deltas(node_key(4, 0), 6);
     let config = ReplicaConfig {
         max_buffered: 2,
         ..Default::default()

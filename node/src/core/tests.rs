@@ -34,7 +34,7 @@ fn open<S: Store>(store: S, secret: u8) -> CoreState<S> {
     .unwrap()
 }
 
-/// Deltas of another node: `posts` posts, three deltas each.
+/// Deltas of another node: `posts` posts, one delta each.
 fn remote_deltas(secret: u8, posts: usize) -> Vec<Delta> {
     let mut other = open(MemoryStore::default(), secret);
     let mut deltas = Vec::new();
@@ -59,16 +59,16 @@ fn a_commit_makes_writes_durable_and_publishable() {
         .into_post()
         .unwrap();
     // Applied and readable, not durable yet.
-    assert_eq!(core.version_vector().get(&core.id()), 3);
+    assert_eq!(core.version_vector().get(&core.id()), 1);
     assert!(core.durable().is_empty());
     assert!(core.status().version_vector.is_empty());
     assert_eq!(core.store().crashed().log_len().unwrap(), 0);
     let commit = core.commit().unwrap();
-    assert_eq!(commit.publish.len(), 3);
-    assert_eq!(commit.durable.get(&core.id()), 3);
+    assert_eq!(commit.publish.len(), 1);
+    assert_eq!(commit.durable.get(&core.id()), 1);
     assert_eq!(core.durable(), core.version_vector());
     assert_eq!(core.status().version_vector, commit.durable);
-    assert_eq!(core.store().crashed().log_len().unwrap(), 3);
+    assert_eq!(core.store().crashed().log_len().unwrap(), 1);
     // Nothing staged: no flush, nothing to publish.
     let again = core.commit().unwrap();
     assert!(again.publish.is_empty());
@@ -237,7 +237,7 @@ fn a_failed_commit_publishes_nothing_acknowledges_nothing_and_refuses_writes() {
     assert!(core.commit().is_err());
     let remote = remote_deltas(9, 1);
     let verdicts = core.receive(vec![(remote, Source::Gossip)], T0 + 3);
-    assert_eq!(verdicts, vec![vec![Verdict::Rejected(ErrorKind::Store); 3]]);
+    assert_eq!(verdicts, vec![vec![Verdict::Rejected(ErrorKind::Store)]]);
     assert!(!verdicts[0][0].blames_sender());
     assert_eq!(core.durable(), &durable);
 
@@ -254,7 +254,7 @@ fn a_stored_change_automerge_refuses_is_accepted_and_counted_inert() {
     // An origin that signs a corrupted change with a recomputed checksum:
     // the change parses, automerge refuses it. Search for one such flip.
     let origin = Keypair::from_secret([7; 32]);
-    let deltas = remote_deltas(7, 1);
+    let deltas = remote_deltas(7, 3);
     let good = &deltas[0];
     let mut found = None;
     'search: for byte in 8..good.change.len() {
@@ -296,7 +296,7 @@ fn a_stored_change_automerge_refuses_is_accepted_and_counted_inert() {
 
 #[test]
 fn verdicts_come_per_delta_in_input_order_per_group() {
-    let deltas = remote_deltas(5, 2);
+    let deltas = remote_deltas(5, 6);
     let mut core = open(MemoryStore::default(), 1);
     let mut forged = deltas[4].clone();
     forged.change.push(0);
@@ -483,17 +483,17 @@ fn a_peer_flood_never_turns_into_client_refusals() {
     }
     for rx in peer_replies {
         let verdicts = futures::executor::block_on(rx).unwrap();
-        assert_eq!(verdicts.len(), 3);
+        assert_eq!(verdicts.len(), 1);
     }
     drop((client_tx, peer_tx));
     thread.join().unwrap();
     let published: usize = std::iter::from_fn(|| events.try_recv().ok())
         .map(|CoreEvent::Publish(d)| d.len())
         .sum();
-    assert_eq!(published, 3 * CLIENT_QUEUE);
+    assert_eq!(published, CLIENT_QUEUE);
     assert_eq!(
         status.borrow().version_vector.sum(),
-        3 * CLIENT_QUEUE as u64 + 3
+        CLIENT_QUEUE as u64 + 1
     );
 }
 
@@ -527,7 +527,7 @@ fn a_client_flood_never_starves_peer_deltas() {
     let (status_tx, _status_rx) = watch::channel(core.status());
     run_batch(&mut core, first, T0, &events_tx, &status_tx);
     let verdicts = futures::executor::block_on(verdicts).unwrap();
-    assert_eq!(verdicts, vec![Verdict::Accepted; 3]);
+    assert_eq!(verdicts, vec![Verdict::Accepted]);
     // The rest of the flood is served by the thread, every write acknowledged.
     let (thread, _events, _status) = spawn_core(core, q);
     for ack in acks {
@@ -557,8 +557,8 @@ fn an_acknowledgement_carries_the_durable_token_covering_the_write() {
     };
     run_batch(&mut core, batch, T0, &events_tx, &status_tx);
     let durable = status_rx.borrow().version_vector.clone();
-    // Three deltas for the post, one for the follow, all in one flush.
-    assert_eq!(durable.get(&core.id()), 4);
+    // One delta for the post, one for the follow, both in one flush.
+    assert_eq!(durable.get(&core.id()), 2);
     let post_ack = post_ack.blocking_recv().unwrap().unwrap();
     assert_eq!(post_ack.token, durable);
     assert!(matches!(post_ack.written, Written::Post(ref p) if p.body == "first"));
