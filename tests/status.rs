@@ -257,7 +257,7 @@ async fn replication_delays_are_true_when_a_clock_is_three_seconds_off() {
     })
     .await;
     let (count, under_a_second) = delays(&ahead, "clock-honest").await;
-    assert!(count >= 15.0, "{count} delay samples for 5 posts");
+    assert!(count >= 5.0, "{count} delay samples for 5 posts");
     assert_eq!(
         under_a_second, count,
         "every corrected delay is under 1.024 s on loopback ({under_a_second} of {count})"
@@ -286,7 +286,7 @@ async fn the_sync_view_says_what_each_side_lacks() {
     })
     .await;
 
-    // B stops; A takes 2 posts (6 deltas) that B's last status lacks.
+    // B stops; A takes 2 posts (2 deltas) that B's last status lacks.
     b.stop().await;
     for i in 0..2 {
         a.create_post(&format!("while b is away {i}")).await;
@@ -294,7 +294,7 @@ async fn the_sync_view_says_what_each_side_lacks() {
     let view = a.client().sync_view().await.expect("sync");
     let entry = &view.nodes[0];
     assert_eq!(entry.peer_id, b.peer_id());
-    assert_eq!(entry.it_lacks, Some(6), "{view:?}");
+    assert_eq!(entry.it_lacks, Some(2), "{view:?}");
     assert_eq!(entry.this_lacks, Some(0), "{view:?}");
     assert!(!view.in_sync);
 

@@ -51,7 +51,7 @@ pub use event::Change;
 pub use identity::Keypair;
 pub use ids::{BUCKET_MS, DocId, NodeId, PostId, UserName};
 pub use lists::PostList;
-pub use replica::{ReceiveOutcome, Replica, ReplicaConfig};
+pub use replica::{ReceiveOutcome, Replica, ReplicaConfig, Signatures};
 pub use signing::{Action, PostSignature};
 pub use store::{DocStore, MemoryDocs};
 pub use verdict::Verdict;

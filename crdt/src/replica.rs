@@ -111,6 +111,18 @@ impl ReceiveOutcome {
     }
 }
 
+/// Whether the signatures of a group of remote deltas are still to be
+/// checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signatures {
+    /// Check each delta's signature.
+    Unchecked,
+    /// Already checked by the caller ([`Delta::decode_verified`] or
+    /// [`Delta::verify`]), e.g. on the network thread, so that the check is
+    /// paid once per hop and off the thread that applies.
+    Checked,
+}
+
 /// Applies `changes` and reports, per hash in `lookups`, whether that change
 /// is now in the document (false: queued for missing dependencies). Fails on an automerge
 /// error or panic; the caller then restores the document from a copy, so no
@@ -410,23 +422,38 @@ impl<S: DocStore> Replica<S> {
     /// messages of many peers that queued together), with one outcome per
     /// group but one automerge batch per document for all of them.
     pub fn receive_groups(&mut self, groups: Vec<Vec<Delta>>) -> Vec<ReceiveOutcome> {
-        self.ingest(groups, true)
+        self.receive_groups_with(
+            groups
+                .into_iter()
+                .map(|g| (g, Signatures::Unchecked))
+                .collect(),
+        )
+    }
+
+    /// [`Replica::receive_groups`], saying per group whether its signatures
+    /// were already checked.
+    pub fn receive_groups_with(
+        &mut self,
+        groups: Vec<(Vec<Delta>, Signatures)>,
+    ) -> Vec<ReceiveOutcome> {
+        self.ingest(groups)
     }
 
     /// Applies deltas read back from this node's own log (verified when they
     /// were first accepted), e.g. after a restart.
     pub fn replay(&mut self, deltas: impl IntoIterator<Item = Delta>) -> ReceiveOutcome {
-        self.ingest(vec![deltas.into_iter().collect()], false)
+        self.ingest(vec![(deltas.into_iter().collect(), Signatures::Checked)])
             .pop()
             .unwrap_or_default()
     }
 
-    fn ingest(&mut self, groups: Vec<Vec<Delta>>, verify: bool) -> Vec<ReceiveOutcome> {
+    fn ingest(&mut self, groups: Vec<(Vec<Delta>, Signatures)>) -> Vec<ReceiveOutcome> {
         let mut outs = Vec::with_capacity(groups.len());
         let mut spans = Vec::with_capacity(groups.len());
         let mut parked_by_group = Vec::with_capacity(groups.len());
         let mut ready: Vec<(Delta, Change)> = Vec::new();
-        for group in groups {
+        for (group, signatures) in groups {
+            let verify = signatures == Signatures::Unchecked;
             let mut out = ReceiveOutcome {
                 verdicts: Vec::with_capacity(group.len()),
                 ..ReceiveOutcome::default()

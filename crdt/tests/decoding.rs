@@ -9,7 +9,7 @@ use std::str::FromStr;
 use automerge::Automerge;
 use hearsay_crdt::{
     Delta, DocId, Error, ErrorKind, Keypair, MemoryDocs, NewPost, PostId, PostSignature, Replica,
-    ReplicaConfig, UserName, Verdict, VersionVector,
+    ReplicaConfig, Signatures, UserName, Verdict, VersionVector,
 };
 mod common;
 
@@ -534,4 +534,23 @@ fn a_malicious_origin_cannot_panic_the_replica() {
         "no corrupted change was refused: the test exercised nothing"
     );
     assert!(inert > 0, "no change parsed and was refused by automerge");
+}
+
+/// Signatures are checked once: a group the caller marks as checked (the
+/// node's network thread verified it on arrival) is not checked again, and
+/// an unchecked one is.
+#[test]
+fn only_unchecked_groups_pay_for_the_signature_check() {
+    let deltas = sample_deltas();
+    let mut forged = deltas[0].clone();
+    forged.origin_time_ms += 1;
+    assert!(forged.verify().is_err());
+    let mut r = Replica::new(key(12), MemoryDocs::default()).unwrap();
+    let outs = r.receive_groups_with(vec![(vec![forged.clone()], Signatures::Unchecked)]);
+    assert_eq!(
+        outs[0].verdicts,
+        vec![Verdict::Rejected(ErrorKind::BadSignature)]
+    );
+    let outs = r.receive_groups_with(vec![(vec![forged], Signatures::Checked)]);
+    assert_eq!(outs[0].verdicts, vec![Verdict::Accepted]);
 }

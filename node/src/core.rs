@@ -45,7 +45,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hearsay_crdt::{
     Action, Delta, ErrorKind, Keypair, NewPost, NodeId, Post, PostId, PostSignature, Profile,
-    Replica, ReplicaConfig, UserName, Verdict, VersionVector,
+    Replica, ReplicaConfig, Signatures, UserName, Verdict, VersionVector,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -289,6 +289,8 @@ pub enum PeerCommand {
     Remote {
         deltas: Vec<Delta>,
         source: Source,
+        /// Whether the network already checked the deltas' signatures.
+        signatures: Signatures,
         reply: oneshot::Sender<Vec<Verdict>>,
     },
 }
@@ -824,10 +826,24 @@ impl<S: Store> CoreState<S> {
     /// A failed node stores nothing more: every delta is
     /// `Rejected(ErrorKind::Store)` (not the sender's fault).
     pub fn receive(&mut self, groups: Vec<(Vec<Delta>, Source)>, now_ms: u64) -> Vec<Vec<Verdict>> {
+        let groups = groups
+            .into_iter()
+            .map(|(deltas, source)| (deltas, source, Signatures::Unchecked))
+            .collect();
+        self.receive_with(groups, now_ms)
+    }
+
+    /// [`CoreState::receive`], saying per group whether the network already
+    /// checked its signatures.
+    pub fn receive_with(
+        &mut self,
+        groups: Vec<(Vec<Delta>, Source, Signatures)>,
+        now_ms: u64,
+    ) -> Vec<Vec<Verdict>> {
         if self.failed.is_some() {
             return groups
                 .into_iter()
-                .map(|(deltas, source)| {
+                .map(|(deltas, source, _)| {
                     for _ in &deltas {
                         self.metrics.reject(ErrorKind::Store, source);
                     }
@@ -835,8 +851,11 @@ impl<S: Store> CoreState<S> {
                 })
                 .collect();
         }
-        let (groups, sources): (Vec<_>, Vec<_>) = groups.into_iter().unzip();
-        let outcomes = self.replica.receive_groups(groups);
+        let (groups, sources): (Vec<_>, Vec<_>) = groups
+            .into_iter()
+            .map(|(deltas, source, signatures)| ((deltas, signatures), source))
+            .unzip();
+        let outcomes = self.replica.receive_groups_with(groups);
         let mut accepted = Vec::new();
         let mut verdicts = Vec::with_capacity(outcomes.len());
         for (outcome, source) in outcomes.into_iter().zip(sources) {
@@ -1177,11 +1196,12 @@ pub fn run_batch<S: Store>(
                 |PeerCommand::Remote {
                      deltas,
                      source,
+                     signatures,
                      reply,
-                 }| ((deltas, source), reply),
+                 }| ((deltas, source, signatures), reply),
             )
             .unzip();
-        for (verdicts, reply) in state.receive(groups, now_ms).into_iter().zip(replies) {
+        for (verdicts, reply) in state.receive_with(groups, now_ms).into_iter().zip(replies) {
             // Relays forward on this verdict without waiting for the flush.
             let _ = reply.send(verdicts);
         }

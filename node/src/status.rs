@@ -14,8 +14,10 @@
 //!
 //! - **unknown key**: the claimed peer id does not embed an ed25519 key
 //!   (the only kind a hearsay node has);
-//! - **forged**: the signature does not verify, or the status arrived from
-//!   a gossipsub author other than the peer it describes;
+//! - **forged**: the signature does not verify, or the status names a
+//!   gossipsub author other than the peer it describes (the mesh runs
+//!   gossipsub anonymously, so a status normally names none: its own
+//!   signature is what binds it to its peer);
 //! - **malformed**: anything else out of bounds (sizes, counts, numbers,
 //!   addresses), or a revision that is not the sum of the vector.
 //!

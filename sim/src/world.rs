@@ -1214,7 +1214,7 @@ impl<'c> World<'c> {
             }
             Msg::Publish { id, payload } => {
                 if self.nodes[to].gossip.receive(id, &payload) {
-                    let event = match Delta::decode(&payload) {
+                    let event = match Delta::decode_verified(&payload) {
                         Ok(delta) => Event::Gossip { from, id, delta },
                         Err(_) => Event::GossipMalformed { from, id },
                     };

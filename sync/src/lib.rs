@@ -23,10 +23,15 @@
 //!   crash must never reissue a seq a peer already holds). A peer that is
 //!   already up to date gets an empty page without a store read; pages read
 //!   at once are bounded, overall and per peer.
-//! - **Gossip validation.** A pushed delta goes to the core; its verdict
-//!   decides the gossip acceptance: forward what is new, ignore duplicates
-//!   and gaps, reject (and so penalise the sender) only what no honest node
-//!   sends.
+//! - **Gossip validation, cut through.** A pushed delta arrives with its
+//!   origin's signature already checked by the translator (one check per
+//!   hop: gossipsub itself signs nothing, since every delta and status
+//!   carries its origin's signature end to end). One this node already
+//!   holds durably is ignored at once, and not handed to the core. Any other
+//!   is forwarded at once and handed to the core in parallel, so a relay's
+//!   apply and flush are not on the path to the next hop. What does not
+//!   decode or verify is rejected (and so penalises the sender): no honest
+//!   node sends it.
 //! - **Links.** A link silent for `link_timeout_ms` (no ping answered, no
 //!   message) is closed, so the node never waits on TCP retransmission
 //!   backoff; join peers and the peers it dialled
@@ -206,13 +211,15 @@ pub enum Event<P, M> {
     },
     /// Something outside the machine noticed a gap (e.g. the core buffered).
     GapSeen,
-    /// A pushed delta arrived.
+    /// A pushed delta arrived, its signature checked by the translator
+    /// ([`Delta::decode_verified`]).
     Gossip {
         from: P,
         id: M,
         delta: Delta,
     },
-    /// A pushed message that does not decode as a delta.
+    /// A pushed message that does not decode as a delta, or whose signature
+    /// does not verify.
     GossipMalformed {
         from: P,
         id: M,
@@ -479,6 +486,23 @@ where
             }
             Event::Gossip { from, id, delta } => {
                 self.heard(now, &from);
+                if delta.seq <= self.durable.get(&delta.origin) {
+                    out.push(Command::ReportGossip {
+                        id,
+                        from,
+                        acceptance: Acceptance::Ignore,
+                    });
+                    return out;
+                }
+                // Forward first: the core's verdict cannot make a verified
+                // delta worse for the next hop (a gap there is filled the
+                // same way as here, a change automerge refuses is refused
+                // everywhere alike).
+                out.push(Command::ReportGossip {
+                    id: id.clone(),
+                    from,
+                    acceptance: Acceptance::Accept,
+                });
                 out.push(Command::Deliver {
                     batch: Batch::Gossip { from, id },
                     deltas: vec![delta],
@@ -513,15 +537,9 @@ where
                 self.on_verdicts(now, batch, &verdicts, &mut out)
             }
             Event::CoreBusy { batch } => {
-                match batch {
-                    Batch::Gossip { from, id } => out.push(Command::ReportGossip {
-                        id,
-                        from,
-                        acceptance: Acceptance::Ignore,
-                    }),
-                    Batch::Page { from } => {
-                        self.rounds.remove(&from);
-                    }
+                // A gossip message was reported (forwarded) on arrival.
+                if let Batch::Page { from } = batch {
+                    self.rounds.remove(&from);
                 }
                 // Something was dropped: fetch it once the core has room.
                 self.gap = true;
@@ -727,20 +745,8 @@ where
     ) {
         let gap = verdicts.iter().any(|v| v.is_gap());
         match batch {
-            Batch::Gossip { from, id } => {
-                let acceptance = if verdicts.iter().any(|v| v.blames_sender()) {
-                    Acceptance::Reject
-                } else if verdicts.iter().any(|v| v.is_new()) {
-                    Acceptance::Accept
-                } else {
-                    Acceptance::Ignore
-                };
-                out.push(Command::ReportGossip {
-                    id,
-                    from,
-                    acceptance,
-                });
-            }
+            // Reported (forwarded) on arrival; the verdict only tells of gaps.
+            Batch::Gossip { .. } => {}
             Batch::Page { from } => {
                 if let Some(round) = self.rounds.get(&from).copied()
                     && let Stage::Applying { more } = round.stage

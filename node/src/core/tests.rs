@@ -383,6 +383,7 @@ fn remote(deltas: Vec<Delta>) -> (PeerCommand, oneshot::Receiver<Vec<Verdict>>) 
     let command = PeerCommand::Remote {
         deltas,
         source: Source::Gossip,
+        signatures: Signatures::Unchecked,
         reply,
     };
     (command, rx)

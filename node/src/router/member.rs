@@ -58,7 +58,7 @@ pub fn build_swarm(key: identity::Keypair) -> Result<Swarm<LightBehaviour>, NetE
         .with_behaviour(|key| {
             Ok(LightBehaviour {
                 gossipsub: gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    gossipsub::MessageAuthenticity::Anonymous,
                     gossip_config()?,
                 )?,
                 identify: identify::Behaviour::new(
