@@ -351,6 +351,9 @@ pub struct CoreState<S: Store> {
     last_checkpoint_ms: u64,
     /// Local deltas applied and appended since the last commit.
     staged: Vec<Delta>,
+    /// Deltas applied (local and remote) and not yet in the log: appended
+    /// together at the next commit, just before its flush.
+    unlogged: Vec<Delta>,
     /// Local writes since the last commit (for the group-commit histogram).
     staged_writes: usize,
     /// Whether the store was written since the last commit.
@@ -458,6 +461,7 @@ impl<S: Store> CoreState<S> {
             failed: None,
             last_checkpoint_ms: now_ms,
             staged: Vec::new(),
+            unlogged: Vec::new(),
             staged_writes: 0,
             dirty: false,
             durable,
@@ -636,17 +640,13 @@ impl<S: Store> CoreState<S> {
             // waits for the batch's flush, so its token covers what it read.
             return Ok(written);
         }
-        if let Err(e) = self.store.append(&deltas) {
-            let e = CoreError::from(e);
-            self.fail(&e);
-            return Err(e);
-        }
         self.metrics
             .deltas_applied
             .get_or_create(&SourceLabels {
                 source: Source::Local,
             })
             .inc_by(deltas.len() as u64);
+        self.unlogged.extend(deltas.iter().cloned());
         self.staged.extend(deltas);
         self.staged_writes += 1;
         self.dirty = true;
@@ -911,15 +911,7 @@ impl<S: Store> CoreState<S> {
         }
         if !accepted.is_empty() {
             self.dirty = true;
-            if let Err(e) = self.store.append(&accepted) {
-                self.fail(&e.into());
-                // Not stored after all: say so, without blaming the senders.
-                for v in verdicts.iter_mut().flatten() {
-                    if *v == Verdict::Accepted {
-                        *v = Verdict::Rejected(ErrorKind::Store);
-                    }
-                }
-            }
+            self.unlogged.extend(accepted);
         }
         verdicts
     }
@@ -941,6 +933,9 @@ impl<S: Store> CoreState<S> {
     /// Saves every changed document and the version vector they contain
     /// (made durable by the next commit).
     pub fn checkpoint(&mut self, now_ms: u64) -> Result<(), CoreError> {
+        // The log first: sled recovers a prefix of its writes after a crash,
+        // so a snapshot must never be written ahead of the log it covers.
+        self.log_unlogged()?;
         let vv = self.replica.checkpoint()?;
         self.store.put_meta(SNAPSHOT_VV, &vv.to_bytes())?;
         self.last_checkpoint_ms = now_ms;
@@ -957,6 +952,7 @@ impl<S: Store> CoreState<S> {
     pub fn commit(&mut self) -> Result<Commit, CoreError> {
         if let Some(f) = &self.failed {
             let e = CoreError::Failed(f.clone());
+            self.unlogged.clear();
             self.staged.clear();
             self.staged_writes = 0;
             return Err(e);
@@ -967,7 +963,9 @@ impl<S: Store> CoreState<S> {
                 durable: self.durable.clone(),
             });
         }
-        if let Err(e) = self.store.flush() {
+        // The log gets everything applied since the last commit in one
+        // batch (one roll of sled's log buffer per commit, not per write).
+        if let Err(e) = self.log_unlogged().and_then(|()| Ok(self.store.flush()?)) {
             let e = CoreError::Failed(format!("flush: {e}"));
             self.fail(&e);
             self.staged.clear();
@@ -990,6 +988,15 @@ impl<S: Store> CoreState<S> {
             publish: std::mem::take(&mut self.staged),
             durable: self.durable.clone(),
         })
+    }
+
+    /// Appends the deltas applied since the last append to the log.
+    fn log_unlogged(&mut self) -> Result<(), CoreError> {
+        if !self.unlogged.is_empty() {
+            self.store.append(&self.unlogged)?;
+            self.unlogged.clear();
+        }
+        Ok(())
     }
 
     /// What the last successful commit made durable: serve anti-entropy only

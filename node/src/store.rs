@@ -246,11 +246,12 @@ impl Store for SledStore {
     }
 
     fn list_insert(&self, keys: &[Vec<u8>]) -> StoreResult<()> {
-        let mut batch = sled::Batch::default();
+        // Plain inserts, not an atomic batch: a batch rolls sled's log
+        // buffer (a hand-off to its IO thread per call), and list keys need
+        // no atomicity (inserting one again is harmless).
         for k in keys {
-            batch.insert(k.as_slice(), &[][..]);
+            self.lists.insert(k.as_slice(), &[][..])?;
         }
-        self.lists.apply_batch(batch)?;
         Ok(())
     }
 
