@@ -130,7 +130,16 @@ pub struct CoreConfig {
     /// How often changed documents are saved (snapshots), so a restart
     /// replays only the log above them.
     pub checkpoint_interval_ms: u64,
+    /// A checkpoint is also due once this many deltas were applied since
+    /// the last one, so the log a restart replays stays short however fast
+    /// writes come.
+    pub checkpoint_deltas: u64,
 }
+
+/// The node's [`CoreConfig::checkpoint_deltas`]: at about 2,000 posts/s a
+/// checkpoint every few seconds, and a restart replays a few thousand
+/// deltas (well under a second).
+pub const CHECKPOINT_DELTAS: u64 = 5_000;
 
 /// A local write.
 ///
@@ -349,6 +358,8 @@ pub struct CoreState<S: Store> {
     delay_percentiles: (Option<u64>, Option<u64>),
     failed: Option<String>,
     last_checkpoint_ms: u64,
+    /// Deltas applied (local and remote) since the last checkpoint.
+    since_checkpoint: u64,
     /// Local deltas applied and appended since the last commit.
     staged: Vec<Delta>,
     /// Deltas applied (local and remote) and not yet in the log: appended
@@ -460,6 +471,7 @@ impl<S: Store> CoreState<S> {
             origins: None,
             failed: None,
             last_checkpoint_ms: now_ms,
+            since_checkpoint: 0,
             staged: Vec::new(),
             unlogged: Vec::new(),
             staged_writes: 0,
@@ -646,6 +658,7 @@ impl<S: Store> CoreState<S> {
                 source: Source::Local,
             })
             .inc_by(deltas.len() as u64);
+        self.since_checkpoint += deltas.len() as u64;
         self.unlogged.extend(deltas.iter().cloned());
         self.staged.extend(deltas);
         self.staged_writes += 1;
@@ -911,17 +924,20 @@ impl<S: Store> CoreState<S> {
         }
         if !accepted.is_empty() {
             self.dirty = true;
+            self.since_checkpoint += accepted.len() as u64;
             self.unlogged.extend(accepted);
         }
         verdicts
     }
 
     /// Refreshes the delay percentiles and checkpoints the documents when
-    /// the checkpoint interval has passed (made durable by the next commit).
+    /// the checkpoint interval has passed or enough deltas were applied
+    /// since the last one (made durable by the next commit).
     pub fn tick(&mut self, now_ms: u64) {
         self.delay_percentiles = percentiles(&self.delays);
-        let due =
-            now_ms.saturating_sub(self.last_checkpoint_ms) >= self.config.checkpoint_interval_ms;
+        let due = now_ms.saturating_sub(self.last_checkpoint_ms)
+            >= self.config.checkpoint_interval_ms
+            || self.since_checkpoint >= self.config.checkpoint_deltas;
         if due
             && self.failed.is_none()
             && let Err(e) = self.checkpoint(now_ms)
@@ -939,6 +955,7 @@ impl<S: Store> CoreState<S> {
         let vv = self.replica.checkpoint()?;
         self.store.put_meta(SNAPSHOT_VV, &vv.to_bytes())?;
         self.last_checkpoint_ms = now_ms;
+        self.since_checkpoint = 0;
         self.dirty = true;
         Ok(())
     }

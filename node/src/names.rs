@@ -178,6 +178,7 @@ mod tests {
         let config = CoreConfig {
             cache_docs: 64,
             checkpoint_interval_ms: 60_000,
+            checkpoint_deltas: crate::core::CHECKPOINT_DELTAS,
         };
         let metrics = Metrics::new("test", None);
         let key = Keypair::from_secret([secret; 32]);

@@ -76,6 +76,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         let config = CoreConfig {
             cache_docs: settings.cache_docs,
             checkpoint_interval_ms: settings.checkpoint_interval.as_millis() as u64,
+            checkpoint_deltas: crate::core::CHECKPOINT_DELTAS,
         };
         let origins = origins.clone();
         tokio::task::spawn_blocking(move || {

@@ -161,7 +161,7 @@ impl SledStore {
         // Durability is ours (group commit), not sled's timer.
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(64 << 20)
+            .cache_capacity(32 << 20)
             .flush_every_ms(None)
             .open()?;
         Ok(SledStore {

@@ -565,6 +565,7 @@ impl<'c> World<'c> {
         let config = CoreConfig {
             cache_docs: 1024,
             checkpoint_interval_ms: 5_000,
+            checkpoint_deltas: hearsay_node::core::CHECKPOINT_DELTAS,
         };
         let core = match CoreState::open(
             n.store.clone(),

@@ -9,6 +9,7 @@ const T0: u64 = 1_700_000_000_000;
 const CONFIG: CoreConfig = CoreConfig {
     cache_docs: 64,
     checkpoint_interval_ms: 60_000,
+    checkpoint_deltas: 10,
 };
 
 fn metrics() -> Metrics {
@@ -364,6 +365,41 @@ fn checkpoints_follow_the_injected_clock_and_survive_a_crash() {
     let mut restarted = open(core.store().crashed(), 1);
     assert_eq!(restarted.version_vector(), core.durable());
     assert_eq!(restarted.posts(10, None).unwrap().len(), 1);
+}
+
+#[test]
+fn a_checkpoint_is_also_due_after_enough_deltas() {
+    let mut core = open(MemoryStore::default(), 1);
+    let snapshot = |core: &CoreState<MemoryStore>| {
+        core.store()
+            .get_meta(SNAPSHOT_VV)
+            .unwrap()
+            .map(|b| VersionVector::from_bytes(&b).unwrap())
+    };
+    // One delta short of the count: a tick (long before the interval) does
+    // not checkpoint.
+    for i in 0..CONFIG.checkpoint_deltas - 1 {
+        core.write(Write::CreatePost(new_post(&format!("{i}"))), T0 + i)
+            .unwrap();
+    }
+    core.receive(vec![(Vec::new(), Source::Gossip)], T0 + 20);
+    core.tick(T0 + 20);
+    assert_eq!(snapshot(&core), None);
+    // Remote deltas count too: the count is reached, the tick checkpoints.
+    core.receive(vec![(remote_deltas(3, 1), Source::Gossip)], T0 + 21);
+    core.tick(T0 + 21);
+    assert_eq!(
+        snapshot(&core).map(|vv| vv.sum()),
+        Some(CONFIG.checkpoint_deltas)
+    );
+    // And the count starts again from there.
+    core.write(Write::CreatePost(new_post("one more")), T0 + 22)
+        .unwrap();
+    core.tick(T0 + 22);
+    assert_eq!(
+        snapshot(&core).map(|vv| vv.sum()),
+        Some(CONFIG.checkpoint_deltas)
+    );
 }
 
 // ---- admission: two queues, served fairly ---------------------------------
