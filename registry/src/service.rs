@@ -213,9 +213,13 @@ enum Rpc {
     /// A client's write, forwarded to the leader.
     Write(Command),
     /// A client's linearizable read, forwarded to the leader.
-    Read { name: String },
+    Read {
+        name: String,
+    },
     /// Set up the group with these voters.
-    Init { voters: Vec<String> },
+    Init {
+        voters: Vec<String>,
+    },
     /// Which voters do you know of?
     Voters,
 }
@@ -224,16 +228,27 @@ enum Rpc {
 enum Reply {
     AppendEntries(Result<AppendEntriesResponse<RaftId>, RaftError<RaftId>>),
     Vote(Result<VoteResponse<RaftId>, RaftError<RaftId>>),
-    InstallSnapshot(Result<InstallSnapshotResponse<RaftId>, RaftError<RaftId, InstallSnapshotError>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<RaftId>, RaftError<RaftId, InstallSnapshotError>>,
+    ),
     /// Committed and applied.
     Decided(Outcome),
-    Read { owner: Option<String>, index: u64 },
+    Read {
+        owner: Option<String>,
+        index: u64,
+    },
     /// Not the leader; nothing was proposed here.
-    Redirect { leader: Option<String> },
+    Redirect {
+        leader: Option<String>,
+    },
     /// Proposed, outcome not known.
-    Unknown { why: String },
+    Unknown {
+        why: String,
+    },
     /// Nothing was proposed.
-    Unavailable { why: String },
+    Unavailable {
+        why: String,
+    },
     Voters(Vec<String>),
     Done,
     Error(String),
@@ -339,12 +354,20 @@ impl Registry {
                 self.initialize_here(&voters).await
             } else {
                 match self
-                    .call(voter, &Rpc::Init { voters: voters.clone() }, self.inner.config.attempt_timeout)
+                    .call(
+                        voter,
+                        &Rpc::Init {
+                            voters: voters.clone(),
+                        },
+                        self.inner.config.attempt_timeout,
+                    )
                     .await
                 {
                     Ok(Reply::Done) => Ok(()),
                     Ok(Reply::Error(e)) => Err(RegistryError::Voters(e)),
-                    Ok(other) => Err(RegistryError::Voters(format!("unexpected answer {other:?}"))),
+                    Ok(other) => Err(RegistryError::Voters(format!(
+                        "unexpected answer {other:?}"
+                    ))),
                     Err(e) => Err(RegistryError::Voters(format!("{voter}: {e}"))),
                 }
             };
@@ -514,7 +537,10 @@ impl Registry {
             let reply = if peer == self.inner.me {
                 self.serve_write(command.clone(), budget).await
             } else {
-                self.inner.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .forwarded
+                    .fetch_add(1, Ordering::Relaxed);
                 match self.call(&peer, &Rpc::Write(command.clone()), budget).await {
                     Ok(reply) => reply,
                     // The request may have arrived and been proposed.
@@ -531,7 +557,9 @@ impl Registry {
                         other => ClaimAnswer::Released(other),
                     };
                 }
-                Reply::Redirect { leader: Some(leader) } if leader != peer => {
+                Reply::Redirect {
+                    leader: Some(leader),
+                } if leader != peer => {
                     target = Some(leader);
                     continue;
                 }
@@ -599,7 +627,10 @@ impl Registry {
             let reply = if peer == self.inner.me {
                 self.serve_read(name, budget).await
             } else {
-                match self.call(&peer, &Rpc::Read { name: name.into() }, budget).await {
+                match self
+                    .call(&peer, &Rpc::Read { name: name.into() }, budget)
+                    .await
+                {
                     Ok(reply) => reply,
                     Err(e) => Reply::Unavailable {
                         why: format!("{peer}: {e}"),
@@ -608,7 +639,9 @@ impl Registry {
             };
             match reply {
                 Reply::Read { owner, index } => return ReadAnswer::Owner { owner, index },
-                Reply::Redirect { leader: Some(leader) } if leader != peer => {
+                Reply::Redirect {
+                    leader: Some(leader),
+                } if leader != peer => {
                     target = Some(leader);
                     continue;
                 }
@@ -654,7 +687,10 @@ impl Registry {
     pub async fn handle(&self, peer: &str, body: &[u8]) -> Vec<u8> {
         let reply = match serde_json::from_slice::<Rpc>(body) {
             Err(e) => {
-                self.inner.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .bad_messages
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%peer, error = %e, "bad registry message");
                 Reply::Error(format!("bad message: {e}"))
             }
@@ -668,14 +704,20 @@ impl Registry {
         let budget = self.inner.config.attempt_timeout;
         match rpc {
             Rpc::AppendEntries(request) => {
-                *self.inner.last_contact.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(Instant::now());
+                *self
+                    .inner
+                    .last_contact
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                 Reply::AppendEntries(raft.append_entries(request).await)
             }
             Rpc::Vote(request) => Reply::Vote(raft.vote(request).await),
             Rpc::InstallSnapshot(request) => {
-                *self.inner.last_contact.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(Instant::now());
+                *self
+                    .inner
+                    .last_contact
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                 Reply::InstallSnapshot(raft.install_snapshot(request).await)
             }
             Rpc::Write(command) => {
@@ -684,14 +726,20 @@ impl Registry {
                         crate::validate(name, owner)
                     }
                 } {
-                    self.inner.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
+                    self.inner
+                        .counters
+                        .bad_messages
+                        .fetch_add(1, Ordering::Relaxed);
                     return Reply::Error(e.to_string());
                 }
                 self.serve_write(command, budget).await
             }
             Rpc::Read { name } => {
                 if let Err(e) = crate::validate_name(&name) {
-                    self.inner.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
+                    self.inner
+                        .counters
+                        .bad_messages
+                        .fetch_add(1, Ordering::Relaxed);
                     return Reply::Error(e.to_string());
                 }
                 self.serve_read(&name, budget).await
@@ -736,7 +784,13 @@ impl Registry {
                 .unwrap_or_else(|p| p.into_inner())
                 .map(|t| t.elapsed().as_millis() as u64)
         };
-        let names = self.inner.data.read().unwrap_or_else(|p| p.into_inner()).names.len();
+        let names = self
+            .inner
+            .data
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .names
+            .len();
         RegistryStatus {
             peer_id: self.inner.me.clone(),
             raft_id: self.inner.my_id,
@@ -844,7 +898,10 @@ impl RaftNetwork<TypeConfig> for Connection {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<RaftId>, RPCError<RaftId, Member, RaftError<RaftId>>> {
-        match self.call(&Rpc::AppendEntries(request), option.hard_ttl()).await? {
+        match self
+            .call(&Rpc::AppendEntries(request), option.hard_ttl())
+            .await?
+        {
             Reply::AppendEntries(result) => {
                 result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
@@ -860,7 +917,10 @@ impl RaftNetwork<TypeConfig> for Connection {
         InstallSnapshotResponse<RaftId>,
         RPCError<RaftId, Member, RaftError<RaftId, InstallSnapshotError>>,
     > {
-        match self.call(&Rpc::InstallSnapshot(request), option.hard_ttl()).await? {
+        match self
+            .call(&Rpc::InstallSnapshot(request), option.hard_ttl())
+            .await?
+        {
             Reply::InstallSnapshot(result) => {
                 result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }

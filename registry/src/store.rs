@@ -15,6 +15,10 @@
 //! index, from which openraft re-applies the log after the snapshot when the
 //! node starts again.
 
+// openraft's traits return its `StorageError`, which is large; the helpers
+// here return it too.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
@@ -60,7 +64,11 @@ pub fn open(dir: &Path) -> std::result::Result<(LogStore, StateMachine), sled::E
     Ok((logs, machine))
 }
 
-fn io(subject: ErrorSubject<RaftId>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<RaftId> {
+fn io(
+    subject: ErrorSubject<RaftId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError<RaftId> {
     StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 
@@ -79,7 +87,10 @@ fn get_json<T: for<'de> Deserialize<'de>>(
     key: &[u8],
     subject: ErrorSubject<RaftId>,
 ) -> Result<Option<T>> {
-    match tree.get(key).map_err(|e| io(subject.clone(), ErrorVerb::Read, e))? {
+    match tree
+        .get(key)
+        .map_err(|e| io(subject.clone(), ErrorVerb::Read, e))?
+    {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -196,11 +207,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<RaftId>>) -> Result<()> {
-        put_json(&self.db, &self.meta, COMMITTED, &committed, ErrorSubject::Store)
+        put_json(
+            &self.db,
+            &self.meta,
+            COMMITTED,
+            &committed,
+            ErrorSubject::Store,
+        )
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<RaftId>>> {
-        Ok(get_json::<Option<LogId<RaftId>>>(&self.meta, COMMITTED, ErrorSubject::Store)?.flatten())
+        Ok(
+            get_json::<Option<LogId<RaftId>>>(&self.meta, COMMITTED, ErrorSubject::Store)?
+                .flatten(),
+        )
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>
@@ -238,7 +258,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<RaftId>) -> Result<()> {
         // The purge mark first: a crash between the two leaves entries
         // below the mark, which are ignored, never a hole above it.
-        put_json(&self.db, &self.meta, LAST_PURGED, &log_id, ErrorSubject::Store)?;
+        put_json(
+            &self.db,
+            &self.meta,
+            LAST_PURGED,
+            &log_id,
+            ErrorSubject::Store,
+        )?;
         let mut batch = sled::Batch::default();
         for key in self.log.range(..=index_key(log_id.index)).keys() {
             batch.remove(key.map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))?);
@@ -277,7 +303,9 @@ pub struct StateMachine {
 impl StateMachine {
     fn open(db: sled::Db, meta: sled::Tree) -> Result<Self> {
         let mut data = SmData::default();
-        if let Some(stored) = get_json::<StoredSnapshot>(&meta, SNAPSHOT, ErrorSubject::Snapshot(None))? {
+        if let Some(stored) =
+            get_json::<StoredSnapshot>(&meta, SNAPSHOT, ErrorSubject::Snapshot(None))?
+        {
             data = decode_snapshot(&stored.meta, &stored.data)?;
         }
         Ok(StateMachine {
@@ -294,17 +322,26 @@ impl StateMachine {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, SmData> {
-        self.data.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.data
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, SmData> {
-        self.data.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.data
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 fn decode_snapshot(meta: &SnapshotMeta<RaftId, Member>, bytes: &[u8]) -> Result<SmData> {
-    let names: Names = serde_json::from_slice(bytes)
-        .map_err(|e| io(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
+    let names: Names = serde_json::from_slice(bytes).map_err(|e| {
+        io(
+            ErrorSubject::Snapshot(Some(meta.signature())),
+            ErrorVerb::Read,
+            e,
+        )
+    })?;
     Ok(SmData {
         last_applied: meta.last_log_id,
         last_membership: meta.last_membership.clone(),
@@ -429,7 +466,8 @@ mod tests {
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine)> {
-            let dir = tempfile::tempdir().map_err(|e| io(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            let dir =
+                tempfile::tempdir().map_err(|e| io(ErrorSubject::Store, ErrorVerb::Write, e))?;
             let (logs, machine) =
                 open(dir.path()).map_err(|e| io(ErrorSubject::Store, ErrorVerb::Write, e))?;
             Ok((dir, logs, machine))
@@ -456,7 +494,8 @@ mod tests {
         {
             let (mut logs, mut machine) = open(dir.path()).unwrap();
             logs.save_vote(&Vote::new(3, 1)).await.unwrap();
-            logs.set_voters(&["a".into(), "b".into(), "c".into()]).unwrap();
+            logs.set_voters(&["a".into(), "b".into(), "c".into()])
+                .unwrap();
             let claim = crate::Command::Claim {
                 name: "ann".into(),
                 owner: "k1".into(),
@@ -471,7 +510,12 @@ mod tests {
             }
             logs.log.apply_batch(batch).unwrap();
             logs.db.flush().unwrap();
-            machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            machine
+                .get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
         }
         let (mut logs, mut machine) = open(dir.path()).unwrap();
         assert_eq!(logs.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
