@@ -11,6 +11,7 @@ mod client;
 mod demo;
 mod flags;
 mod mesh;
+mod names;
 mod plot;
 mod router;
 mod tail;
@@ -168,6 +169,16 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         command: bench::BenchCmd,
+    },
+    /// Claim a name in the mesh's registry, or show who holds one
+    Name {
+        #[command(subcommand)]
+        command: names::NameCmd,
+    },
+    /// The name registry's state, or set it up on a running mesh
+    Registry {
+        #[command(subcommand)]
+        command: names::RegistryCmd,
     },
     /// Print a node's stats
     Status {
@@ -386,6 +397,8 @@ async fn main() -> anyhow::Result<()> {
             None => anyhow::bail!("no post {id} at {}", node.url),
         },
         Cmd::Posts { node, limit } => client::print(&node.client().posts(limit, None).await?),
+        Cmd::Name { command } => names::name(command).await?,
+        Cmd::Registry { command } => names::registry(command).await?,
         Cmd::Status { node } => client::print(&node.client().stats().await?),
         Cmd::Tail(args) => tail::run(args).await?,
         Cmd::Mesh(args) => mesh::run(args).await?,

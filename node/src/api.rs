@@ -9,6 +9,7 @@
 //! shutting down) stay `ERROR`s. Bad input answers 4xx naming the field, and
 //! nothing partial is stored.
 
+mod names;
 mod users;
 
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub core: mpsc::Sender<ClientCommand>,
     /// Who holds which user name.
     pub names: Arc<dyn crate::names::NameRegistry>,
+    /// The name registry (None: this node runs none, as in some tests).
+    pub registry: Option<hearsay_registry::Registry>,
     pub core_status: watch::Receiver<CoreStatus>,
     pub net_status: watch::Receiver<NetStatus>,
     pub metrics: Metrics,
@@ -195,6 +198,10 @@ pub fn router(state: ApiState) -> Router {
             "/api/v0/p/{id}",
             get(get_post).patch(edit_post).delete(delete_post),
         )
+        .route("/api/v0/names", post(names::claim))
+        .route("/api/v0/names/{name}", get(names::show))
+        .route("/api/v0/registry", get(names::status))
+        .route("/api/v0/registry/init", post(names::init))
         .route("/api/v0/users", post(users::register))
         .route("/api/v0/users/{name}", get(users::profile))
         .route("/api/v0/users/{name}/timeline", get(users::timeline))
@@ -362,6 +369,7 @@ async fn stats(State(state): State<ApiState>) -> ApiResult {
         "buffered": core.buffered,
         "replication_delay_ms": {"p50": core.delay_p50_ms, "p99": core.delay_p99_ms},
         "rejected": state.metrics.rejections(),
+        "names": state.names.kind(),
         "uptime_s": info.started.elapsed().as_secs(),
         "heartbeat_ms": now_ms(),
     })))

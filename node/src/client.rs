@@ -138,7 +138,7 @@ impl Answer {
     /// The error an answer other than `200 OK` is: [`ClientError::SlowDown`]
     /// for a 503 `SLOWDOWN`, a refusal when the node answered an error
     /// status or an error envelope, else malformed.
-    fn into_error(self) -> ClientError {
+    pub fn into_error(self) -> ClientError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE && self.json["status"] == "SLOWDOWN" {
             let retry_after_ms = self.json["retry_after_ms"]
                 .as_u64()

@@ -236,6 +236,27 @@ pub const KEYS: &[Key] = &[
         example: "4000",
     },
     Key {
+        name: "registry_voters",
+        kind: Kind::List,
+        value_name: "PEER_ID",
+        help: "Peer ids of the name registry's voters (3 or 5; 1 without fault tolerance), the same on every node; unset: no registry, user names are first come",
+        example: "12D3KooWA...,12D3KooWB...,12D3KooWC...",
+    },
+    Key {
+        name: "registry_heartbeat_ms",
+        kind: Kind::Number,
+        value_name: "MS",
+        help: "How often the registry's leader reaches its followers",
+        example: "250",
+    },
+    Key {
+        name: "registry_election_ms",
+        kind: Kind::Number,
+        value_name: "MS",
+        help: "Silence from the leader after which a registry voter stands for election (a random time from this to twice this)",
+        example: "1000",
+    },
+    Key {
         name: "clock_offset_ms",
         kind: Kind::Signed,
         value_name: "MS",
@@ -310,6 +331,12 @@ pub struct Config {
     pub down_after_ms: u64,
     /// Shift of this node's wall clock, ms (testing).
     pub clock_offset_ms: i64,
+    /// Peer ids of the name registry's voters.
+    pub registry_voters: Vec<String>,
+    /// The registry leader's heartbeat period.
+    pub registry_heartbeat_ms: u64,
+    /// The registry's least election timeout (the most is twice this).
+    pub registry_election_ms: u64,
 }
 
 impl Default for Config {
@@ -337,6 +364,9 @@ impl Default for Config {
             suspect_after_ms: 3_000,
             down_after_ms: 6_000,
             clock_offset_ms: 0,
+            registry_voters: Vec::new(),
+            registry_heartbeat_ms: 250,
+            registry_election_ms: 1_000,
         }
     }
 }
@@ -361,6 +391,9 @@ pub struct Settings {
     /// The topology machine's rules (degree, failure detector).
     pub topology: hearsay_topology::Config,
     pub clock_offset_ms: i64,
+    /// The name registry's voters (empty: none configured here).
+    pub registry_voters: Vec<String>,
+    pub registry: hearsay_registry::RegistryConfig,
 }
 
 fn multiaddrs(key: &'static str, list: &[String]) -> Result<Vec<Multiaddr>, ConfigError> {
@@ -541,6 +574,43 @@ impl Config {
         if self.clock_offset_ms.unsigned_abs() > 24 * 3_600_000 {
             return Err(invalid("clock_offset_ms", "must be within a day"));
         }
+        for voter in &self.registry_voters {
+            if voter.parse::<libp2p::PeerId>().is_err() {
+                return Err(invalid(
+                    "registry_voters",
+                    format!("{voter:?} is not a peer id"),
+                ));
+            }
+        }
+        if !matches!(self.registry_voters.len(), 0 | 1 | 3 | 5) {
+            return Err(invalid(
+                "registry_voters",
+                "a registry has 3 or 5 voters (or 1, without fault tolerance)",
+            ));
+        }
+        if !(10..=10_000).contains(&self.registry_heartbeat_ms) {
+            return Err(invalid(
+                "registry_heartbeat_ms",
+                "must be from 10 to 10000",
+            ));
+        }
+        if self.registry_election_ms < 3 * self.registry_heartbeat_ms
+            || self.registry_election_ms > 60_000
+        {
+            return Err(invalid(
+                "registry_election_ms",
+                "must be at least three heartbeats (registry_heartbeat_ms) and at most 60000",
+            ));
+        }
+        let election = Duration::from_millis(self.registry_election_ms);
+        let registry = hearsay_registry::RegistryConfig {
+            heartbeat_interval: Duration::from_millis(self.registry_heartbeat_ms),
+            election_timeout_min: election,
+            election_timeout_max: 2 * election,
+            // Long enough for an election and a retry at the new leader.
+            client_timeout: (4 * election).max(Duration::from_secs(5)),
+            attempt_timeout: (2 * election).max(Duration::from_secs(2)),
+        };
         Ok(Settings {
             data_dir: data_dir.to_path_buf(),
             listen,
@@ -562,6 +632,8 @@ impl Config {
             public_url: self.public_url.clone(),
             topology,
             clock_offset_ms: self.clock_offset_ms,
+            registry_voters: self.registry_voters.clone(),
+            registry,
         })
     }
 }

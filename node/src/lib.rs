@@ -34,6 +34,7 @@ pub mod names;
 pub mod net;
 pub mod node;
 pub mod proxy;
+pub mod registry;
 pub mod router;
 pub mod signed;
 pub mod status;

@@ -40,6 +40,8 @@ pub enum Claim {
     /// The registry could not learn the outcome in time: the claim may still
     /// be granted or refused. Ask again (claims are idempotent).
     Unknown { why: String },
+    /// The registry could not be reached (no quorum): nothing was written.
+    Unavailable { why: String },
 }
 
 /// The answer to a lookup.
@@ -80,6 +82,12 @@ pub trait NameRegistry: Send + Sync + std::fmt::Debug {
 
     /// The key bound to `name`, as far as this node knows.
     fn lookup<'a>(&'a self, name: &'a UserName) -> BoxFuture<'a, Result<Lookup, RegistryError>>;
+
+    /// How names are decided here, for `/api/v0/stats`: `first-come` or
+    /// `raft`.
+    fn kind(&self) -> &'static str {
+        "first-come"
+    }
 }
 
 /// First come on this mesh: the binding is the profile document's

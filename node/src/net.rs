@@ -29,6 +29,18 @@
 //!   Its neighbours are the peers subscribed to the delta topic; a peer
 //!   without the sync protocol (a router) is a light member: no sync
 //!   rounds, no degree.
+//! - Registry: a request-response protocol of its own
+//!   ([`REGISTRY_PROTOCOL`]), apart from gossip and sync so their traffic
+//!   cannot hold up the name registry's Raft messages. The actor carries
+//!   opaque bytes ([`RegistryMessage`]) between the swarm and the registry
+//!   service's [`RegistryPort`] without reading them: an outbound message is
+//!   sent to its peer (dialled if need be, at its join address, the
+//!   addresses it announced and any a behaviour knows) and its reply
+//!   channel kept until the response or the failure; one addressed to this
+//!   node goes straight to the inbound queue. An inbound request is handed
+//!   over with `try_send` (a full or closed queue, or no service, drops it:
+//!   the requester sees a failure), and the service's answer comes back as
+//!   a future in the same `select!` loop.
 //!
 //! The actor never waits on the core: deltas go to it with `try_send`, and
 //! its answers come back as futures polled in the same `select!` loop.
@@ -39,7 +51,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, OptionFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use hearsay_crdt::{Delta, MAX_DELTA_BYTES, Signatures, Verdict, VersionVector};
@@ -47,7 +59,7 @@ use hearsay_sync::{Acceptance, Batch, Command, Empty, Event, RequestId, SyncMach
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
 use libp2p::metrics::Recorder;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -106,6 +118,23 @@ pub const STATUS_PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// error rate cover the last this-many publications (10 s).
 const RESPONSE_WINDOW: usize = 10;
 
+/// The name registry's request-response protocol (Raft messages, opaque
+/// here).
+pub const REGISTRY_PROTOCOL: StreamProtocol = StreamProtocol::new("/hearsay/registry/1");
+/// Largest registry message body, request or response. Larger outbound
+/// bodies and answers are refused here rather than cut by the receiver.
+pub const REGISTRY_MESSAGE_MAX: usize = 4 << 20;
+/// The codec's limit on a registry message: the body plus its CBOR byte
+/// string header (at most 9 bytes).
+const REGISTRY_WIRE_MAX: u64 = (REGISTRY_MESSAGE_MAX + 64) as u64;
+/// libp2p's own limit on a registry request (and on the wait for the
+/// service's answer to one received); callers give up earlier by dropping
+/// their reply receiver.
+pub const REGISTRY_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outbound registry requests whose replies are held at once (including
+/// ones addressed to this node); more are refused at once.
+pub const MAX_REGISTRY_IN_FLIGHT: usize = 256;
+
 /// Anti-entropy request: "this is what I have".
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncRequest {
@@ -122,6 +151,41 @@ pub struct SyncResponse {
     pub more: bool,
 }
 
+/// A registry message on the wire: opaque bytes, the registry's own
+/// encoding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegistryMessage(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+/// A message the registry service sends to `peer`; the actor answers
+/// `reply` with the peer's response, or with why there is none (dial
+/// failure, timeout, unsupported protocol, closed connection, too many in
+/// flight, too large). Dropping the receiver abandons the request.
+#[derive(Debug)]
+pub struct RegistryOutbound {
+    pub peer: PeerId,
+    pub body: Vec<u8>,
+    pub reply: oneshot::Sender<Result<Vec<u8>, String>>,
+}
+
+/// A request from `peer` for the registry service. Answer on `reply`
+/// within [`REGISTRY_REQUEST_TIMEOUT`] (10 s); dropping it (or answering
+/// with more than [`REGISTRY_MESSAGE_MAX`] bytes) fails the request at
+/// the requester.
+#[derive(Debug)]
+pub struct RegistryInbound {
+    pub peer: PeerId,
+    pub body: Vec<u8>,
+    pub reply: oneshot::Sender<Vec<u8>>,
+}
+
+/// The registry service's end of the network: it sends on `outbound`'s
+/// sender and receives on `inbound`'s receiver.
+#[derive(Debug)]
+pub struct RegistryPort {
+    pub outbound: mpsc::Receiver<RegistryOutbound>,
+    pub inbound: mpsc::Sender<RegistryInbound>,
+}
+
 /// The libp2p protocols of a hearsay node.
 #[allow(missing_debug_implementations)] // libp2p behaviours are not Debug
 #[derive(NetworkBehaviour)]
@@ -129,6 +193,8 @@ pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
     pub gossipsub: gossipsub::Behaviour,
     pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
+    /// The name registry's messages, on their own streams.
+    pub registry: request_response::cbor::Behaviour<RegistryMessage, RegistryMessage>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     /// Off when discovery is off (`target_peers = 0`): kad dials the peers
@@ -167,6 +233,15 @@ pub fn build_swarm(
                     .with_request_timeout(SYNC_REQUEST_TIMEOUT)
                     .with_max_concurrent_streams(64),
             );
+            let registry = request_response::Behaviour::with_codec(
+                request_response::cbor::codec::Codec::default()
+                    .set_request_size_maximum(REGISTRY_WIRE_MAX)
+                    .set_response_size_maximum(REGISTRY_WIRE_MAX),
+                [(REGISTRY_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(REGISTRY_REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(64),
+            );
             let peer_id = key.public().to_peer_id();
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
@@ -185,6 +260,7 @@ pub fn build_swarm(
                 limits: connection_limits::Behaviour::new(limits),
                 gossipsub,
                 sync,
+                registry,
                 identify: identify::Behaviour::new(
                     identify::Config::new("/hearsay/1".into(), key.public())
                         .with_agent_version(format!("hearsay/{}", env!("CARGO_PKG_VERSION"))),
@@ -416,6 +492,9 @@ pub struct NetParts<S> {
     pub topology: hearsay_topology::Config,
     /// Written here from statuses, read by the core.
     pub origins: Origins,
+    /// The registry service's channels. `None`: the protocol is still
+    /// served, but every inbound request is dropped (and counted).
+    pub registry: Option<RegistryPort>,
 }
 
 /// Work the actor waits for without blocking its loop.
@@ -434,6 +513,15 @@ enum Pending {
     },
     /// An event for the topology machine, deferred.
     TopologyEvent(hearsay_topology::Event<PeerId>),
+    /// The registry service's answer to a peer's request (`None`: it
+    /// dropped the request or did not answer in time).
+    RegistryServed {
+        channel: ResponseChannel<RegistryMessage>,
+        body: Option<Vec<u8>>,
+    },
+    /// A registry request addressed to this node was answered (or
+    /// abandoned).
+    RegistryLocalDone,
 }
 
 struct Net<S> {
@@ -492,6 +580,61 @@ struct Net<S> {
     /// Regions whose lag gauge was set, so a region that caught up is set
     /// back to 0.
     lag_regions: BTreeSet<&'static str>,
+    /// Messages from the registry service to send (`None`: no service, or
+    /// it stopped).
+    registry_out: Option<mpsc::Receiver<RegistryOutbound>>,
+    /// Requests from peers for the registry service.
+    registry_in: Option<mpsc::Sender<RegistryInbound>>,
+    /// Reply channels of the registry requests sent, until the response or
+    /// the failure.
+    registry_calls: RegistryCalls<OutboundRequestId>,
+}
+
+/// Where the answer to a registry request goes.
+type RegistryReply = oneshot::Sender<Result<Vec<u8>, String>>;
+
+/// The registry requests in flight: reply channels of those sent, by
+/// request id, and a count of those addressed to this node. At most
+/// [`MAX_REGISTRY_IN_FLIGHT`] in all.
+#[derive(Debug)]
+struct RegistryCalls<K> {
+    replies: HashMap<K, RegistryReply>,
+    local: usize,
+}
+
+impl<K: std::hash::Hash + Eq> RegistryCalls<K> {
+    fn new() -> Self {
+        RegistryCalls {
+            replies: HashMap::new(),
+            local: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.replies.len() + self.local
+    }
+
+    /// Whether one more request may be taken. When full, the requests whose
+    /// callers gave up (dropped their receiver) give their place back; a
+    /// late response to one of them is discarded.
+    fn has_room(&mut self) -> bool {
+        if self.len() >= MAX_REGISTRY_IN_FLIGHT {
+            self.replies.retain(|_, reply| !reply.is_closed());
+        }
+        self.len() < MAX_REGISTRY_IN_FLIGHT
+    }
+
+    fn sent(&mut self, id: K, reply: RegistryReply) {
+        self.replies.insert(id, reply);
+    }
+
+    /// Answers request `id`, if its caller is still known.
+    fn answer(&mut self, id: &K, result: Result<Vec<u8>, String>) {
+        if let Some(reply) = self.replies.remove(id) {
+            // The caller may have gone since.
+            let _ = reply.send(result);
+        }
+    }
 }
 
 /// Starts listening and runs the actor until `shutdown` turns true.
@@ -542,7 +685,14 @@ pub async fn run<S: Store>(
     let local = *swarm.local_peer_id();
     let max_nodes = parts.topology.max_peers;
     let topology = Topology::new(local, parts.announce.geo, parts.topology, rand::random());
+    let (registry_out, registry_in) = match parts.registry {
+        Some(port) => (Some(port.outbound), Some(port.inbound)),
+        None => (None, None),
+    };
     let mut net = Net {
+        registry_out,
+        registry_in,
+        registry_calls: RegistryCalls::new(),
         status_topic,
         identity: parts.identity,
         started: Instant::now(),
@@ -593,6 +743,16 @@ pub async fn run<S: Store>(
             }
             Some(event) = net.core_events.recv() => net.on_core_event(event),
             Some(done) = net.pending.next(), if !net.pending.is_empty() => net.on_pending(done),
+            // Polled only while a registry service is attached.
+            Some(out) = OptionFuture::from(net.registry_out.as_mut().map(|rx| rx.recv())),
+                if net.registry_out.is_some() =>
+            {
+                match out {
+                    Some(out) => net.on_registry_outbound(out),
+                    // The service stopped sending: stop polling.
+                    None => net.registry_out = None,
+                }
+            }
             event = net.swarm.select_next_some() => net.on_swarm_event(event),
             () = &mut net.timer => {
                 // Disarm until the machine asks again.
@@ -838,6 +998,162 @@ impl<S: Store> Net<S> {
                 self.feed(Event::Served { request });
             }
             Pending::TopologyEvent(event) => self.feed_topology(event),
+            Pending::RegistryServed { channel, body } => match body {
+                Some(body) if body.len() <= REGISTRY_MESSAGE_MAX => {
+                    // Fails only when the requester has gone.
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .registry
+                        .send_response(channel, RegistryMessage(body));
+                }
+                // Dropping the channel fails the request at the requester.
+                Some(_) => self.registry_dropped(None, "answer_too_large"),
+                None => self.registry_dropped(None, "unanswered"),
+            },
+            Pending::RegistryLocalDone => self.registry_calls.local -= 1,
+        }
+    }
+
+    /// A message from the registry service: sent to its peer, or handed
+    /// back to the service itself when addressed to this node.
+    fn on_registry_outbound(&mut self, out: RegistryOutbound) {
+        let RegistryOutbound { peer, body, reply } = out;
+        if reply.is_closed() {
+            return; // The caller gave up already.
+        }
+        if body.len() > REGISTRY_MESSAGE_MAX {
+            let _ = reply.send(Err(format!(
+                "registry message of {} bytes is over the {REGISTRY_MESSAGE_MAX}-byte limit",
+                body.len()
+            )));
+            return;
+        }
+        if !self.registry_calls.has_room() {
+            self.registry_dropped(Some(peer), "too_many_in_flight");
+            let _ = reply.send(Err("too many registry requests in flight".into()));
+            return;
+        }
+        if peer == *self.swarm.local_peer_id() {
+            self.registry_local_call(body, reply);
+            return;
+        }
+        let addresses = self.registry_addresses(&peer);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .registry
+            .send_request_with_addresses(&peer, RegistryMessage(body), addresses);
+        self.registry_calls.sent(id, reply);
+    }
+
+    /// Addresses to dial `peer` at for a registry request, if it is not
+    /// connected: its join address, then the ones it announced. libp2p adds
+    /// those its behaviours know (kad, identify, `Swarm::add_peer_address`).
+    fn registry_addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        let mut addresses: Vec<Multiaddr> = self.join.get(peer).cloned().into_iter().collect();
+        for addr in self.addresses.get(peer).into_iter().flatten() {
+            if !addresses.contains(addr) {
+                addresses.push(addr.clone());
+            }
+        }
+        addresses
+    }
+
+    /// A registry request addressed to this node: put on the inbound queue
+    /// as if a peer had sent it (the service need not tell local calls
+    /// apart), its answer forwarded to `reply`.
+    fn registry_local_call(&mut self, body: Vec<u8>, mut reply: RegistryReply) {
+        let peer = *self.swarm.local_peer_id();
+        let (answer, rx) = oneshot::channel();
+        let request = RegistryInbound {
+            peer,
+            body,
+            reply: answer,
+        };
+        if let Err(why) = self.registry_hand_over(request) {
+            let _ = reply.send(Err(why.into()));
+            return;
+        }
+        self.registry_calls.local += 1;
+        self.pending.push(
+            async move {
+                let answered = tokio::select! {
+                    r = tokio::time::timeout(REGISTRY_REQUEST_TIMEOUT, rx) => Some(r),
+                    () = reply.closed() => None,
+                };
+                let result = match answered {
+                    None => return Pending::RegistryLocalDone,
+                    Some(Ok(Ok(body))) if body.len() <= REGISTRY_MESSAGE_MAX => Ok(body),
+                    Some(Ok(Ok(_))) => Err("registry answer over the size limit".into()),
+                    Some(Ok(Err(_))) => Err("the registry dropped the request".into()),
+                    Some(Err(_)) => Err("Timeout while waiting for a response".into()),
+                };
+                let _ = reply.send(result);
+                Pending::RegistryLocalDone
+            }
+            .boxed(),
+        );
+    }
+
+    /// A registry request from a peer: handed to the service without
+    /// waiting; its answer comes back as [`Pending::RegistryServed`].
+    /// Without a service, or with its queue full or closed, the channel is
+    /// dropped (the requester sees a failure).
+    fn on_registry_request(
+        &mut self,
+        peer: PeerId,
+        body: Vec<u8>,
+        channel: ResponseChannel<RegistryMessage>,
+    ) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .registry_hand_over(RegistryInbound { peer, body, reply })
+            .is_err()
+        {
+            return;
+        }
+        self.pending.push(
+            async move {
+                let body = tokio::time::timeout(REGISTRY_REQUEST_TIMEOUT, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                Pending::RegistryServed { channel, body }
+            }
+            .boxed(),
+        );
+    }
+
+    /// Puts a request on the registry service's queue, never waiting;
+    /// counts and explains a refusal.
+    fn registry_hand_over(&mut self, request: RegistryInbound) -> Result<(), &'static str> {
+        let peer = request.peer;
+        let Some(queue) = &self.registry_in else {
+            self.registry_dropped(Some(peer), "no_service");
+            return Err("no registry service");
+        };
+        match queue.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.registry_dropped(Some(peer), "busy");
+                Err("the registry is busy")
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.registry_in = None;
+                self.registry_dropped(Some(peer), "closed");
+                Err("the registry has stopped")
+            }
+        }
+    }
+
+    /// Counts a registry message dropped or refused here. A full inbound
+    /// queue counts as an overload refusal (like a busy sync server); the
+    /// other reasons are only logged.
+    fn registry_dropped(&self, peer: Option<PeerId>, reason: &'static str) {
+        tracing::debug!(peer = ?peer, reason, "registry message dropped");
+        if reason == "busy" {
+            self.metrics.overload_rejections.inc();
         }
     }
 
@@ -1249,6 +1565,35 @@ impl<S: Store> Net<S> {
                 self.feed(Event::RequestFailed { peer });
             }
             BehaviourEvent::Sync(_) => {}
+            BehaviourEvent::Registry(request_response::Event::Message {
+                peer, message, ..
+            }) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.on_registry_request(peer, request.0, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => self.registry_calls.answer(&request_id, Ok(response.0)),
+            },
+            BehaviourEvent::Registry(request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            }) => {
+                tracing::debug!(%peer, %error, "registry request failed");
+                self.registry_calls
+                    .answer(&request_id, Err(error.to_string()));
+            }
+            BehaviourEvent::Registry(request_response::Event::InboundFailure {
+                peer,
+                error,
+                ..
+            }) => {
+                tracing::debug!(%peer, %error, "registry request not answered");
+            }
+            BehaviourEvent::Registry(_) => {}
             BehaviourEvent::Identify(event) => {
                 self.p2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = event {
@@ -1413,5 +1758,211 @@ mod tests {
         let many: Vec<Multiaddr> = (0..20).map(|i| addr(20_000 + i)).collect();
         table.announced(newcomer, &many);
         assert_eq!(table.peers[&newcomer].addrs.len(), MAX_ADDRS_PER_PEER);
+    }
+
+    #[test]
+    fn registry_calls_are_bounded_and_give_back_the_places_of_abandoned_ones() {
+        let mut calls = RegistryCalls::<u64>::new();
+        let mut waiting = Vec::new();
+        for id in 0..MAX_REGISTRY_IN_FLIGHT as u64 - 1 {
+            assert!(calls.has_room());
+            let (tx, rx) = oneshot::channel();
+            calls.sent(id, tx);
+            waiting.push(rx);
+        }
+        calls.local += 1;
+        assert!(!calls.has_room(), "full");
+        // A caller that gave up frees its place; its late answer is dropped.
+        drop(waiting.remove(0));
+        assert!(calls.has_room());
+        assert_eq!(calls.len(), MAX_REGISTRY_IN_FLIGHT - 1);
+        calls.answer(&0, Ok(b"late".to_vec()));
+        // An answer reaches its caller once and frees its place.
+        calls.answer(&1, Ok(b"one".to_vec()));
+        calls.answer(&1, Ok(b"again".to_vec()));
+        assert_eq!(waiting[0].try_recv().unwrap(), Ok(b"one".to_vec()));
+        calls.answer(&2, Err("Timeout".into()));
+        assert_eq!(waiting[1].try_recv().unwrap(), Err("Timeout".to_string()));
+        assert_eq!(calls.len(), MAX_REGISTRY_IN_FLIGHT - 3);
+    }
+
+    /// A network actor on loopback with a registry port, and what keeps it
+    /// running.
+    struct TestNet {
+        peer: PeerId,
+        addr: Multiaddr,
+        outbound: mpsc::Sender<RegistryOutbound>,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<Result<(), NetError>>,
+        _core: (
+            mpsc::Receiver<PeerCommand>,
+            mpsc::Sender<CoreEvent>,
+            watch::Sender<CoreStatus>,
+            tempfile::TempDir,
+        ),
+    }
+
+    impl TestNet {
+        /// Starts an actor joining `join`; its registry service (if
+        /// `service`) answers every request with `pong:` and the body.
+        async fn start(join: Vec<Multiaddr>, service: bool) -> TestNet {
+            Self::start_knowing(join, None, service).await
+        }
+
+        /// [`TestNet::start`], its swarm told an address of a peer first
+        /// (as discovery would).
+        async fn start_knowing(
+            join: Vec<Multiaddr>,
+            known: Option<(PeerId, Multiaddr)>,
+            service: bool,
+        ) -> TestNet {
+            let identity = identity::Keypair::generate_ed25519();
+            let peer = identity.public().to_peer_id();
+            let mut swarm = build_swarm(identity.clone(), 16, false).unwrap();
+            if let Some((peer, addr)) = known {
+                swarm.add_peer_address(peer, addr);
+            }
+            let (core, core_rx) = mpsc::channel(16);
+            let (events_tx, core_events) = mpsc::channel(16);
+            let (status_tx, core_status) = watch::channel(CoreStatus::default());
+            let (net_status, mut status_rx) = watch::channel(NetStatus::default());
+            let dir = tempfile::tempdir().unwrap();
+            let (outbound, outbound_rx) = mpsc::channel(16);
+            let registry = service.then(|| {
+                let (inbound, mut inbound_rx) = mpsc::channel::<RegistryInbound>(16);
+                tokio::spawn(async move {
+                    while let Some(request) = inbound_rx.recv().await {
+                        let mut answer = b"pong:".to_vec();
+                        answer.extend_from_slice(&request.body);
+                        let _ = request.reply.send(answer);
+                    }
+                });
+                RegistryPort {
+                    outbound: outbound_rx,
+                    inbound,
+                }
+            });
+            let (stop, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(run(
+                NetParts {
+                    swarm,
+                    join,
+                    listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+                    sync: hearsay_sync::Config {
+                        target_peers: 0,
+                        ..hearsay_sync::Config::default()
+                    },
+                    core,
+                    core_events,
+                    core_status,
+                    store: crate::store::MemoryStore::default(),
+                    metrics: Metrics::new("test", None),
+                    status: net_status,
+                    announce: Announce {
+                        path: dir.path().join("node.json"),
+                        http: String::new(),
+                        region: "test".into(),
+                        public_url: String::new(),
+                        geo: None,
+                        clock_offset_ms: 0,
+                    },
+                    identity,
+                    topology: hearsay_topology::Config::default(),
+                    origins: Origins::default(),
+                    registry,
+                },
+                stop_rx,
+            ));
+            let addr = tokio::time::timeout(
+                Duration::from_secs(10),
+                status_rx.wait_for(|s| !s.listen_addrs.is_empty()),
+            )
+            .await
+            .expect("listening in time")
+            .expect("actor running")
+            .listen_addrs[0]
+                .clone();
+            TestNet {
+                peer,
+                addr,
+                outbound,
+                stop,
+                task,
+                _core: (core_rx, events_tx, status_tx, dir),
+            }
+        }
+
+        /// Sends `body` to `peer` through the registry port and waits (at
+        /// most 15 s) for the answer.
+        async fn call(&self, peer: PeerId, body: &[u8]) -> Result<Vec<u8>, String> {
+            let (reply, rx) = oneshot::channel();
+            self.outbound
+                .send(RegistryOutbound {
+                    peer,
+                    body: body.to_vec(),
+                    reply,
+                })
+                .await
+                .expect("actor running");
+            tokio::time::timeout(Duration::from_secs(15), rx)
+                .await
+                .expect("answered in time")
+                .expect("answered, not dropped")
+        }
+
+        async fn stop(self) {
+            self.stop.send_replace(true);
+            self.task.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn registry_messages_reach_a_peer_and_bring_back_its_answer() {
+        let b = TestNet::start(Vec::new(), true).await;
+        let a = TestNet::start(vec![b.addr.clone()], true).await;
+        assert_eq!(a.call(b.peer, b"ping").await, Ok(b"pong:ping".to_vec()));
+        // Several at once, and a large one (beyond the codec's default 1 MiB).
+        let big = vec![7u8; 3 << 20];
+        let (x, y, z) = tokio::join!(
+            a.call(b.peer, b"x"),
+            a.call(b.peer, b"y"),
+            a.call(b.peer, &big)
+        );
+        assert_eq!((x, y), (Ok(b"pong:x".to_vec()), Ok(b"pong:y".to_vec())));
+        assert_eq!(z.expect("large message").len(), big.len() + 5);
+        // Both ways.
+        assert_eq!(b.call(a.peer, b"back").await, Ok(b"pong:back".to_vec()));
+        // Addressed to itself: served by its own service, no network.
+        assert_eq!(a.call(a.peer, b"me").await, Ok(b"pong:me".to_vec()));
+        // Too large: refused at once.
+        let huge = vec![0u8; REGISTRY_MESSAGE_MAX + 1];
+        assert!(a.call(b.peer, &huge).await.unwrap_err().contains("limit"));
+        // Not joined, not connected: the request dials the peer at an
+        // address the swarm knows.
+        let c = TestNet::start_knowing(Vec::new(), Some((b.peer, b.addr.clone())), true).await;
+        assert_eq!(c.call(b.peer, b"c").await, Ok(b"pong:c".to_vec()));
+        a.stop().await;
+        b.stop().await;
+        c.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn registry_messages_fail_promptly_without_an_address_or_a_service() {
+        let a = TestNet::start(Vec::new(), true).await;
+        // A peer nobody knows an address of: the dial fails at once.
+        let began = Instant::now();
+        let err = a.call(PeerId::random(), b"hello").await.unwrap_err();
+        assert!(began.elapsed() < Duration::from_secs(5), "{err}");
+        assert!(err.contains("dial"), "{err}");
+        // A peer reachable but without a registry service drops the
+        // request: the requester sees a failure, not a hang.
+        let b = TestNet::start(Vec::new(), false).await;
+        let a2 = TestNet::start(vec![b.addr.clone()], true).await;
+        let began = Instant::now();
+        let err = a2.call(b.peer, b"hello").await.unwrap_err();
+        assert!(began.elapsed() < Duration::from_secs(5), "{err}");
+        a.stop().await;
+        a2.stop().await;
+        b.stop().await;
     }
 }

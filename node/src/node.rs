@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::core::{ClientCommand, CoreConfig, CoreError, CoreState, PEER_QUEUE, Queues, run_core};
 use crate::metrics::Metrics;
 use crate::names::MeshRegistry;
+use crate::registry::RaftNames;
 use crate::net::{self, Announce, NetParts};
 use crate::store::SledStore;
 
@@ -38,6 +39,8 @@ pub enum NodeError {
     Store(#[from] CoreError),
     #[error(transparent)]
     Net(#[from] net::NetError),
+    #[error("name registry: {0}")]
+    Registry(String),
     #[error("the core thread failed (see the log above)")]
     CoreFailed,
     #[error("HTTP on {addr}: {why}")]
@@ -117,6 +120,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (net_status_tx, net_status) = watch::channel(net::NetStatus::default());
+    let (registry_out_tx, registry_out_rx) = mpsc::channel(crate::registry::REGISTRY_QUEUE);
+    let (registry_in_tx, registry_in_rx) = mpsc::channel(crate::registry::REGISTRY_QUEUE);
     let swarm = net::build_swarm(
         identity.clone(),
         settings.max_connections,
@@ -152,6 +157,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             identity,
             topology: settings.topology.clone(),
             origins,
+            registry: Some(net::RegistryPort {
+                outbound: registry_out_rx,
+                inbound: registry_in_tx,
+            }),
         },
         stop_rx.clone(),
     ));
@@ -172,10 +181,29 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         })
     };
 
-    let names = Arc::new(MeshRegistry::new(client_tx.clone(), metrics.clone()));
+    // The name registry: its own database, its own protocol on the swarm.
+    let registry = hearsay_registry::Registry::open(
+        &settings.data_dir.join("registry"),
+        peer_id.to_string(),
+        settings.registry_voters.clone(),
+        Arc::new(crate::registry::Link::new(registry_out_tx, net_status.clone())),
+        settings.registry.clone(),
+    )
+    .await
+    .map_err(|e| NodeError::Registry(e.to_string()))?;
+    let registry_server = tokio::spawn(crate::registry::serve(registry.clone(), registry_in_rx));
+    let voter_discovery = tokio::spawn(crate::registry::discover_voters(
+        registry.clone(),
+        stop_rx.clone(),
+    ));
+    let names = Arc::new(RaftNames::new(
+        registry.clone(),
+        MeshRegistry::new(client_tx.clone(), metrics.clone()),
+    ));
     let state = ApiState {
         core: client_tx,
         names,
+        registry: Some(registry.clone()),
         core_status,
         net_status,
         metrics,
@@ -216,6 +244,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     };
     let _ = http.await;
     let _ = ticker.await;
+    let _ = voter_discovery.await;
+    registry.shutdown().await;
+    // The network actor is gone, so the registry's inbound queue is closed.
+    let _ = registry_server.await;
     // Every sender of both queues is gone now: the core drains, checkpoints,
     // flushes.
     let core_result = match core_result {

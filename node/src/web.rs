@@ -153,6 +153,7 @@ mod tests {
         let (core, _) = mpsc::channel(1);
         let state = ApiState {
             core: core.clone(),
+            registry: None,
             names: Arc::new(crate::names::MeshRegistry::new(
                 core,
                 Metrics::new("test", None),

@@ -443,6 +443,10 @@ impl Registry {
     }
 
     /// Asks connected peers for the voters, if this node knows none.
+    pub async fn discover_voters(&self) -> Vec<String> {
+        self.learn_voters().await
+    }
+
     async fn learn_voters(&self) -> Vec<String> {
         let known = self.voters();
         if !known.is_empty() {

@@ -33,6 +33,7 @@ fn api(
             started: Instant::now(),
         }),
         log: Arc::new(crate::store::MemoryStore::default()),
+        registry: None,
         names: Arc::new(crate::names::MeshRegistry::new(
             core.clone(),
             Metrics::new("test", None),

@@ -71,7 +71,7 @@ fn parse_signature(what: &str, s: &str) -> Result<[u8; 64], ApiError> {
     })
 }
 
-fn json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
 
@@ -177,6 +177,11 @@ pub(super) async fn register(State(state): State<ApiState>, bytes: Bytes) -> Api
         Claim::Unknown { why } => {
             return Err(ApiError::unavailable(format!(
                 "the name registry could not decide in time ({why}); the claim may still succeed: send the same request again"
+            )));
+        }
+        Claim::Unavailable { why } => {
+            return Err(ApiError::unavailable(format!(
+                "the name registry cannot be reached ({why}); nothing was claimed: try again later"
             )));
         }
     };
