@@ -334,11 +334,33 @@ impl<S: DocStore> Replica<S> {
         signature: Option<&PostSignature>,
         now_ms: u64,
     ) -> Result<(Post, Delta)> {
-        crate::docs::check_body_len(&new.body)?;
         let id = match signature {
             Some(sig) => sig.id,
             None => PostId::new(now_ms, &self.id, self.vv.get(&self.id) + 1),
         };
+        self.create_post_as(new, id, signature, now_ms)
+    }
+
+    /// [`Replica::create_post`] of an unsigned post under an id chosen
+    /// beforehand (a post whose permalink slug was claimed for that id
+    /// before the post was written).
+    pub fn create_post_with_id(
+        &mut self,
+        new: &NewPost,
+        id: PostId,
+        now_ms: u64,
+    ) -> Result<(Post, Delta)> {
+        self.create_post_as(new, id, None, now_ms)
+    }
+
+    fn create_post_as(
+        &mut self,
+        new: &NewPost,
+        id: PostId,
+        signature: Option<&PostSignature>,
+        now_ms: u64,
+    ) -> Result<(Post, Delta)> {
+        crate::docs::check_body_len(&new.body)?;
         let doc = DocId::Post(id);
         if self.cache.get(&mut self.store, &doc, false)?.is_some() {
             return Err(Error::invalid(format!("post {id} already exists")));

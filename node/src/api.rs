@@ -10,6 +10,7 @@
 //! nothing partial is stored.
 
 mod names;
+pub(crate) mod slugs;
 mod users;
 
 use std::sync::Arc;
@@ -198,6 +199,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v0/p/{id}",
             get(get_post).patch(edit_post).delete(delete_post),
         )
+        .route("/api/v0/slugs/{*slug}", get(slugs::show))
         .route("/api/v0/names", post(names::claim))
         .route("/api/v0/names/{name}", get(names::show))
         .route("/api/v0/registry", get(names::status))
@@ -452,12 +454,14 @@ struct CreateForm {
     id: Option<String>,
     author_key: Option<String>,
     signature: Option<String>,
+    /// A readable permalink (needs the name registry).
+    slug: Option<String>,
 }
 
-fn parse_create(
-    headers: &HeaderMap,
-    bytes: &[u8],
-) -> Result<(NewPost, Option<PostSignature>), ApiError> {
+/// A post to create, its signature if signed, and the slug asked for.
+type Create = (NewPost, Option<PostSignature>, Option<String>);
+
+fn parse_create(headers: &HeaderMap, bytes: &[u8]) -> Result<Create, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -501,18 +505,31 @@ fn parse_create(
             "a signed post needs field `author`: the name whose key signed it",
         ));
     }
+    let slug = match form.slug.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(slugs::parse_slug(raw)?),
+    };
     let new = NewPost {
         author,
         body,
         reply_to,
     };
-    Ok((new, signature))
+    Ok((new, signature, slug))
 }
 
 async fn create_post(State(state): State<ApiState>, headers: HeaderMap, bytes: Bytes) -> ApiResult {
-    let op = match parse_create(&headers, &bytes)? {
-        (new, None) => Write::CreatePost(new),
-        (new, Some(signature)) => Write::CreateSignedPost { new, signature },
+    let (new, signature, slug) = parse_create(&headers, &bytes)?;
+    if let Some(registry) = slugs::slug_registry(&state) {
+        return slugs::create(&state, registry, new, signature, slug).await;
+    }
+    if slug.is_some() {
+        return Err(ApiError::bad_request(
+            "field `slug` needs the name registry, and this mesh has no registry voters",
+        ));
+    }
+    let op = match signature {
+        None => Write::CreatePost(new),
+        Some(signature) => Write::CreateSignedPost { new, signature },
     };
     let ack = ask(&state, |reply| ClientCommand::Write { op, reply }).await?;
     Ok(acked(ack))

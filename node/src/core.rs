@@ -152,6 +152,9 @@ pub const CHECKPOINT_DELTAS: u64 = 5_000;
 pub enum Write {
     /// An unsigned post (the node makes its id).
     CreatePost(NewPost),
+    /// An unsigned post under an id chosen beforehand (its slug was claimed
+    /// for that id).
+    CreatePostAs { new: NewPost, id: PostId },
     /// Replaces `delete` characters at `pos` of the body with `insert`.
     EditPost {
         id: PostId,
@@ -487,6 +490,19 @@ impl<S: Store> CoreState<S> {
 
     /// Applies a local write and appends its deltas to the log. Not durable:
     /// the caller holds the acknowledgement until [`CoreState::commit`].
+    /// Refuses an unsigned post under a name that has a registered key.
+    fn check_unsigned(&mut self, author: &UserName) -> Result<(), CoreError> {
+        match self.bound_key(author)? {
+            Some(key) => Err(self.refused(
+                Refusal::Unsigned,
+                CoreError::Invalid(format!(
+                    "user {author} has a registered key ({key}): posts under that name must be signed (fields id, author_key, signature), or posted without an author"
+                )),
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub fn write(&mut self, op: Write, now_ms: u64) -> Result<Written, CoreError> {
         if let Some(f) = &self.failed {
             return Err(CoreError::Failed(f.clone()));
@@ -494,16 +510,13 @@ impl<S: Store> CoreState<S> {
         // A signed action used by this write: remembered once it succeeded.
         let mut used: Option<UserProof> = None;
         let (written, deltas) = match op {
+            Write::CreatePostAs { new, id } => {
+                self.check_unsigned(&new.author)?;
+                let (post, delta) = self.replica.create_post_with_id(&new, id, now_ms)?;
+                (Written::Post(post), vec![delta])
+            }
             Write::CreatePost(new) => {
-                if let Some(key) = self.bound_key(&new.author)? {
-                    return Err(self.refused(
-                        Refusal::Unsigned,
-                        CoreError::Invalid(format!(
-                            "user {} has a registered key ({key}): posts under that name must be signed (fields id, author_key, signature), or posted without an author",
-                            new.author
-                        )),
-                    ));
-                }
+                self.check_unsigned(&new.author)?;
                 let (post, delta) = self.replica.create_post(&new, None, now_ms)?;
                 (Written::Post(post), vec![delta])
             }

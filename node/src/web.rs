@@ -21,7 +21,7 @@
 use std::sync::LazyLock;
 
 use axum::Router;
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -33,6 +33,8 @@ use crate::api::ApiState;
 pub const PAGE: &str = "/";
 /// Route of a post's permalink page.
 pub const PERMALINK: &str = "/p/{id}";
+/// Route of a user's post by its slug (redirected to its id permalink).
+pub const USER_PERMALINK: &str = "/p/{user}/{title}";
 /// Route of the page's script and style sheet.
 pub const ASSET: &str = "/web/{file}";
 
@@ -117,12 +119,28 @@ static STYLE_CSS: LazyLock<Asset> =
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route(PAGE, get(page))
-        .route(PERMALINK, get(page))
+        .route(PERMALINK, get(permalink))
+        .route(USER_PERMALINK, get(crate::api::slugs::user_permalink))
         .route(ASSET, get(asset))
 }
 
 async fn page(request: HeaderMap) -> Response {
     INDEX.serve(&request)
+}
+
+/// A post's page: by id, or by an anonymous post's slug (redirected to the
+/// id, which the page reads from its address).
+async fn permalink(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    request: HeaderMap,
+) -> Response {
+    if id.parse::<hearsay_crdt::PostId>().is_ok() {
+        return INDEX.serve(&request);
+    }
+    crate::api::slugs::anonymous_permalink(&state, &id)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn asset(Path(file): Path<String>, request: HeaderMap) -> Response {

@@ -38,7 +38,7 @@ use crate::names::{Claim, RegistryError};
 use crate::signed::UserProof;
 
 /// The author name of posts without one; it cannot be registered.
-const ANONYMOUS: &str = "anonymous";
+pub(super) const ANONYMOUS: &str = "anonymous";
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
