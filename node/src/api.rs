@@ -378,6 +378,9 @@ async fn stats(State(state): State<ApiState>) -> ApiResult {
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
+    if let Some(registry) = &state.registry {
+        state.metrics.observe_registry(&registry.status());
+    }
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     (
         [(header::CONTENT_TYPE, content_type)],

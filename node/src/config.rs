@@ -240,21 +240,21 @@ pub const KEYS: &[Key] = &[
         kind: Kind::List,
         value_name: "PEER_ID",
         help: "Peer ids of the name registry's voters (3 or 5; 1 without fault tolerance), the same on every node; unset: no registry, user names are first come",
-        example: "12D3KooWA...,12D3KooWB...,12D3KooWC...",
+        example: "12D3KooWDXHDvqXHxeowhK3QjWVuoeFy43nHYr2o3c3hg23JX8zS,12D3KooWRoYRz16JfZGMTH5K9WzeaWVbDHk5RT1nxmSPo5zVyxpE,12D3KooWN758JcpVNmU5H3EBGY6wRdHx9bJ7qactjQbGCKBCT25E",
     },
     Key {
         name: "registry_heartbeat_ms",
         kind: Kind::Number,
         value_name: "MS",
         help: "How often the registry's leader reaches its followers",
-        example: "250",
+        example: "100",
     },
     Key {
         name: "registry_election_ms",
         kind: Kind::Number,
         value_name: "MS",
         help: "Silence from the leader after which a registry voter stands for election (a random time from this to twice this)",
-        example: "1000",
+        example: "3000",
     },
     Key {
         name: "clock_offset_ms",
@@ -589,10 +589,7 @@ impl Config {
             ));
         }
         if !(10..=10_000).contains(&self.registry_heartbeat_ms) {
-            return Err(invalid(
-                "registry_heartbeat_ms",
-                "must be from 10 to 10000",
-            ));
+            return Err(invalid("registry_heartbeat_ms", "must be from 10 to 10000"));
         }
         if self.registry_election_ms < 3 * self.registry_heartbeat_ms
             || self.registry_election_ms > 60_000

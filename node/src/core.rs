@@ -154,7 +154,10 @@ pub enum Write {
     CreatePost(NewPost),
     /// An unsigned post under an id chosen beforehand (its slug was claimed
     /// for that id).
-    CreatePostAs { new: NewPost, id: PostId },
+    CreatePostAs {
+        new: NewPost,
+        id: PostId,
+    },
     /// Replaces `delete` characters at `pos` of the body with `insert`.
     EditPost {
         id: PostId,

@@ -21,6 +21,11 @@
 //! values per process, then `other`), or [`UNKNOWN_REGION`] for an origin
 //! whose status has not arrived.
 //!
+//! The name registry adds `hearsay_registry_term`,
+//! `hearsay_registry_applied_index`, `hearsay_registry_leader`,
+//! `hearsay_registry_names`, `hearsay_registry_claims{outcome}` and
+//! `hearsay_registry_bad_messages`, refreshed at each scrape.
+//!
 //! Status gossip adds `hearsay_statuses_received_total`,
 //! `hearsay_statuses_rejected_total{reason}` (malformed, forged,
 //! unknown_key), `hearsay_nodes{state}` (alive, suspect, down) and
@@ -289,6 +294,11 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: Source,
 }
@@ -371,6 +381,16 @@ pub struct Metrics {
     pub heartbeat_timestamp_seconds: Gauge<f64, AtomicU64>,
     /// Peers with an open connection.
     pub peers_connected: Gauge,
+    /// The name registry, as of the last scrape: its Raft term, the log
+    /// index applied here, 1 when this node leads, names held, and the
+    /// answers this node gave since it started by outcome (claimed, taken,
+    /// unknown, unavailable) and bad registry messages from peers.
+    pub registry_term: Gauge,
+    pub registry_applied_index: Gauge,
+    pub registry_leader: Gauge,
+    pub registry_names: Gauge,
+    pub registry_claims: Family<OutcomeLabels, Gauge>,
+    pub registry_bad_messages: Gauge,
     pub deltas_applied: Family<SourceLabels, Counter>,
     pub deltas_rejected: Family<RejectLabels, Counter>,
     pub deltas_duplicate: Counter,
@@ -466,6 +486,12 @@ impl Metrics {
             revision: Gauge::default(),
             heartbeat_timestamp_seconds: Gauge::default(),
             peers_connected: Gauge::default(),
+            registry_term: Gauge::default(),
+            registry_applied_index: Gauge::default(),
+            registry_leader: Gauge::default(),
+            registry_names: Gauge::default(),
+            registry_claims: Family::default(),
+            registry_bad_messages: Gauge::default(),
             deltas_applied: Family::default(),
             deltas_rejected: Family::default(),
             deltas_duplicate: Counter::default(),
@@ -507,6 +533,36 @@ impl Metrics {
             "peers_connected",
             "Peers with an open connection",
             m.peers_connected.clone(),
+        );
+        r.register(
+            "registry_term",
+            "The name registry's Raft term",
+            m.registry_term.clone(),
+        );
+        r.register(
+            "registry_applied_index",
+            "The name registry's log index applied on this node",
+            m.registry_applied_index.clone(),
+        );
+        r.register(
+            "registry_leader",
+            "1 when this node leads the name registry",
+            m.registry_leader.clone(),
+        );
+        r.register(
+            "registry_names",
+            "Names held in the registry, as applied on this node",
+            m.registry_names.clone(),
+        );
+        r.register(
+            "registry_claims",
+            "Claims this node answered since it started, by outcome",
+            m.registry_claims.clone(),
+        );
+        r.register(
+            "registry_bad_messages",
+            "Malformed or invalid registry messages from peers since the node started",
+            m.registry_bad_messages.clone(),
         );
         r.register(
             "deltas_applied",
@@ -677,6 +733,29 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String");
         out
+    }
+
+    /// Copies the registry's state into its gauges (at each scrape).
+    pub fn observe_registry(&self, status: &hearsay_registry::RegistryStatus) {
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.registry_term.set(int(status.term));
+        self.registry_applied_index
+            .set(int(status.applied_index.unwrap_or(0)));
+        self.registry_leader
+            .set(i64::from(status.state == "Leader"));
+        self.registry_names.set(int(status.names as u64));
+        let c = &status.counters;
+        for (outcome, value) in [
+            ("claimed", c.claimed),
+            ("taken", c.taken),
+            ("unknown", c.unknown),
+            ("unavailable", c.unavailable),
+        ] {
+            self.registry_claims
+                .get_or_create(&OutcomeLabels { outcome })
+                .set(int(value));
+        }
+        self.registry_bad_messages.set(int(c.bad_messages));
     }
 
     /// Sets the heartbeat to the current Unix time.

@@ -18,8 +18,8 @@ use crate::config::Settings;
 use crate::core::{ClientCommand, CoreConfig, CoreError, CoreState, PEER_QUEUE, Queues, run_core};
 use crate::metrics::Metrics;
 use crate::names::MeshRegistry;
-use crate::registry::RaftNames;
 use crate::net::{self, Announce, NetParts};
+use crate::registry::RaftNames;
 use crate::store::SledStore;
 
 /// File name of the node key inside the data directory.
@@ -186,7 +186,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         &settings.data_dir.join("registry"),
         peer_id.to_string(),
         settings.registry_voters.clone(),
-        Arc::new(crate::registry::Link::new(registry_out_tx, net_status.clone())),
+        Arc::new(crate::registry::Link::new(
+            registry_out_tx,
+            net_status.clone(),
+        )),
         settings.registry.clone(),
     )
     .await

@@ -79,7 +79,8 @@ impl Transport for Link {
             let (reply, answer) = oneshot::channel();
             let send = outbound.send(RegistryOutbound { peer, body, reply });
             tokio::time::timeout(timeout, async {
-                send.await.map_err(|_| "the network is stopping".to_string())?;
+                send.await
+                    .map_err(|_| "the network is stopping".to_string())?;
                 answer
                     .await
                     .map_err(|_| "the network dropped the request".to_string())?

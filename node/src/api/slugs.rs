@@ -143,7 +143,8 @@ async fn with_slug(response: Response, slug: Option<&str>) -> Response {
     };
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
-        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "answer too large").into_response();
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "answer too large")
+            .into_response();
     };
     let mut envelope: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     envelope["slug"] = json!(format!("/p/{slug}"));
@@ -176,7 +177,9 @@ async fn claim(
 pub(super) async fn show(State(state): State<ApiState>, Path(slug): Path<String>) -> ApiResult {
     let id = resolve(&state, &slug).await?;
     match ask(&state, |reply| ClientCommand::GetPost { id, reply }).await? {
-        Some(found) => Ok(ok(json!({"slug": format!("/p/{slug}"), "id": id, "post": found}))),
+        Some(found) => Ok(ok(
+            json!({"slug": format!("/p/{slug}"), "id": id, "post": found}),
+        )),
         None => Err(ApiError::not_found(format!(
             "slug {slug} names post {id}, which has not reached this node yet"
         ))),
@@ -184,14 +187,23 @@ pub(super) async fn show(State(state): State<ApiState>, Path(slug): Path<String>
 }
 
 async fn resolve(state: &ApiState, slug: &str) -> Result<PostId, ApiError> {
-    let registry = slug_registry(state)
-        .ok_or_else(|| ApiError::not_found("this mesh has no registry: posts have id permalinks only"))?;
-    hearsay_registry::validate_name(&slug_key(slug)).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let registry = slug_registry(state).ok_or_else(|| {
+        ApiError::not_found("this mesh has no registry: posts have id permalinks only")
+    })?;
+    hearsay_registry::validate_name(&slug_key(slug))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     match registry.read(&slug_key(slug)).await {
-        ReadAnswer::Owner { owner: Some(owner), .. } => owner
-            .parse()
-            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("slug {slug} holds {owner:?}"))),
-        ReadAnswer::Owner { owner: None, .. } => Err(ApiError::not_found(format!("no post has slug {slug}"))),
+        ReadAnswer::Owner {
+            owner: Some(owner), ..
+        } => owner.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("slug {slug} holds {owner:?}"),
+            )
+        }),
+        ReadAnswer::Owner { owner: None, .. } => {
+            Err(ApiError::not_found(format!("no post has slug {slug}")))
+        }
         ReadAnswer::Unavailable { why, .. } => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the registry cannot be reached ({why})"),
