@@ -253,7 +253,7 @@ pub const KEYS: &[Key] = &[
         name: "registry_election_ms",
         kind: Kind::Number,
         value_name: "MS",
-        help: "Silence from the leader after which a registry voter stands for election (a random time from this to twice this)",
+        help: "Silence from the leader after which a registry voter stands for election (a random time from this to 1.5 times this, after the leader's lease of 1.5 times this)",
         example: "3000",
     },
     Key {
@@ -603,9 +603,12 @@ impl Config {
         let registry = hearsay_registry::RegistryConfig {
             heartbeat_interval: Duration::from_millis(self.registry_heartbeat_ms),
             election_timeout_min: election,
-            election_timeout_max: 2 * election,
-            // Long enough for an election and a retry at the new leader.
-            client_timeout: (4 * election).max(Duration::from_secs(5)),
+            election_timeout_max: election * 3 / 2,
+            // A follower stands for election only after the leader's lease
+            // (the longest election timeout) and its own random timeout: a
+            // dead leader is replaced in 2.5 to 3 s by default. A claim's
+            // deadline leaves room for that and a retry at the new leader.
+            client_timeout: (8 * election).max(Duration::from_secs(8)),
             attempt_timeout: (2 * election).max(Duration::from_secs(2)),
         };
         Ok(Settings {
