@@ -206,6 +206,14 @@ pub enum RegistryError {
     Voters(String),
 }
 
+/// Why a client's request found no leader to settle it.
+#[derive(Debug)]
+struct Failed {
+    why: String,
+    /// An attempt may have reached a leader's log.
+    maybe_written: bool,
+}
+
 /// Messages between registry nodes.
 #[derive(Debug, Serialize, Deserialize)]
 enum Rpc {
@@ -519,16 +527,40 @@ impl Registry {
 
     /// Proposes `command` at the leader, retrying within the deadline.
     async fn write(&self, command: Command) -> ClaimAnswer {
+        match self.at_leader(&Rpc::Write(command)).await {
+            Ok(Reply::Decided(Outcome::Claimed { owner })) => ClaimAnswer::Claimed { owner },
+            Ok(Reply::Decided(Outcome::Taken { owner })) => ClaimAnswer::Taken { owner },
+            Ok(Reply::Decided(other)) => ClaimAnswer::Released(other),
+            Ok(other) => ClaimAnswer::Unknown {
+                why: format!("unexpected answer {other:?}"),
+            },
+            Err(Failed {
+                why,
+                maybe_written: true,
+            }) => ClaimAnswer::Unknown { why },
+            Err(Failed { why, .. }) => ClaimAnswer::Unavailable {
+                why,
+                retry_after_ms: self.retry_after_ms(),
+            },
+        }
+    }
+
+    /// Sends `rpc` (a client's write or read) to the leader: this node, or
+    /// the peer it is believed to be, following redirects and retrying with
+    /// a backoff until an answer that settles it or the deadline.
+    async fn at_leader(&self, rpc: &Rpc) -> Result<Reply, Failed> {
         let deadline = Instant::now() + self.inner.config.client_timeout;
         let voters = self.learn_voters().await;
         if voters.is_empty() {
-            return ClaimAnswer::Unavailable {
+            return Err(Failed {
                 why: "this mesh has no registry voters".into(),
-                retry_after_ms: self.retry_after_ms(),
-            };
+                maybe_written: false,
+            });
         }
-        let mut maybe_written = false;
-        let mut why = String::from("no leader answered");
+        let mut failed = Failed {
+            why: "no leader answered".into(),
+            maybe_written: false,
+        };
         let mut target: Option<String> = None;
         for attempt in 0..MAX_ATTEMPTS {
             let now = Instant::now();
@@ -540,52 +572,53 @@ impl Registry {
                 .or_else(|| self.leader())
                 .unwrap_or_else(|| voters[attempt % voters.len()].clone());
             let budget = (deadline - now).min(self.inner.config.attempt_timeout);
-            let reply = if peer == self.inner.me {
-                self.serve_write(command.clone(), budget).await
-            } else {
-                self.inner
-                    .counters
-                    .forwarded
-                    .fetch_add(1, Ordering::Relaxed);
-                match self.call(&peer, &Rpc::Write(command.clone()), budget).await {
-                    Ok(reply) => reply,
-                    // The request may have arrived and been proposed.
-                    Err(e) => Reply::Unknown {
-                        why: format!("{peer}: {e}"),
-                    },
-                }
-            };
-            match reply {
-                Reply::Decided(outcome) => {
-                    return match outcome {
-                        Outcome::Claimed { owner } => ClaimAnswer::Claimed { owner },
-                        Outcome::Taken { owner } => ClaimAnswer::Taken { owner },
-                        other => ClaimAnswer::Released(other),
-                    };
-                }
+            match self.attempt(&peer, rpc, budget).await {
+                reply @ (Reply::Decided(_) | Reply::Read { .. }) => return Ok(reply),
                 Reply::Redirect {
                     leader: Some(leader),
                 } if leader != peer => {
                     target = Some(leader);
                     continue;
                 }
-                Reply::Redirect { .. } => why = format!("{peer}: no leader (an election?)"),
-                Reply::Unknown { why: w } => {
-                    maybe_written = true;
-                    why = w;
+                Reply::Redirect { .. } => failed.why = format!("{peer}: no leader (an election?)"),
+                Reply::Unknown { why } => {
+                    failed.maybe_written = true;
+                    failed.why = why;
                 }
-                Reply::Unavailable { why: w } => why = w,
-                other => why = format!("{peer}: unexpected answer {other:?}"),
+                Reply::Unavailable { why } => failed.why = why,
+                other => failed.why = format!("{peer}: unexpected answer {other:?}"),
             }
             tokio::time::sleep(backoff(attempt)).await;
         }
-        if maybe_written {
-            ClaimAnswer::Unknown { why }
-        } else {
-            ClaimAnswer::Unavailable {
-                why,
-                retry_after_ms: self.retry_after_ms(),
-            }
+        Err(failed)
+    }
+
+    /// One try of a client's `rpc` at `peer`.
+    async fn attempt(&self, peer: &str, rpc: &Rpc, budget: Duration) -> Reply {
+        if peer == self.inner.me {
+            return match rpc {
+                Rpc::Write(command) => self.serve_write(command.clone(), budget).await,
+                Rpc::Read { name } => self.serve_read(name, budget).await,
+                other => Reply::Error(format!("not a client request: {other:?}")),
+            };
+        }
+        let is_write = matches!(rpc, Rpc::Write(_));
+        if is_write {
+            self.inner
+                .counters
+                .forwarded
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        match self.call(peer, rpc, budget).await {
+            Ok(reply) => reply,
+            // A write may have arrived and been proposed; a read changed
+            // nothing.
+            Err(e) if is_write => Reply::Unknown {
+                why: format!("{peer}: {e}"),
+            },
+            Err(e) => Reply::Unavailable {
+                why: format!("{peer}: {e}"),
+            },
         }
     }
 
@@ -610,56 +643,16 @@ impl Registry {
     /// Who holds `name`, linearizably.
     pub async fn read(&self, name: &str) -> ReadAnswer {
         self.inner.counters.reads.fetch_add(1, Ordering::Relaxed);
-        let deadline = Instant::now() + self.inner.config.client_timeout;
-        let voters = self.learn_voters().await;
-        if voters.is_empty() {
-            return ReadAnswer::Unavailable {
-                why: "this mesh has no registry voters".into(),
+        match self.at_leader(&Rpc::Read { name: name.into() }).await {
+            Ok(Reply::Read { owner, index }) => ReadAnswer::Owner { owner, index },
+            Ok(other) => ReadAnswer::Unavailable {
+                why: format!("unexpected answer {other:?}"),
                 retry_after_ms: self.retry_after_ms(),
-            };
-        }
-        let mut why = String::from("no leader answered");
-        let mut target: Option<String> = None;
-        for attempt in 0..MAX_ATTEMPTS {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let peer = target
-                .take()
-                .or_else(|| self.leader())
-                .unwrap_or_else(|| voters[attempt % voters.len()].clone());
-            let budget = (deadline - now).min(self.inner.config.attempt_timeout);
-            let reply = if peer == self.inner.me {
-                self.serve_read(name, budget).await
-            } else {
-                match self
-                    .call(&peer, &Rpc::Read { name: name.into() }, budget)
-                    .await
-                {
-                    Ok(reply) => reply,
-                    Err(e) => Reply::Unavailable {
-                        why: format!("{peer}: {e}"),
-                    },
-                }
-            };
-            match reply {
-                Reply::Read { owner, index } => return ReadAnswer::Owner { owner, index },
-                Reply::Redirect {
-                    leader: Some(leader),
-                } if leader != peer => {
-                    target = Some(leader);
-                    continue;
-                }
-                Reply::Redirect { .. } => why = format!("{peer}: no leader (an election?)"),
-                Reply::Unavailable { why: w } | Reply::Unknown { why: w } => why = w,
-                other => why = format!("{peer}: unexpected answer {other:?}"),
-            }
-            tokio::time::sleep(backoff(attempt)).await;
-        }
-        ReadAnswer::Unavailable {
-            why,
-            retry_after_ms: self.retry_after_ms(),
+            },
+            Err(Failed { why, .. }) => ReadAnswer::Unavailable {
+                why,
+                retry_after_ms: self.retry_after_ms(),
+            },
         }
     }
 
