@@ -610,6 +610,7 @@ impl Config {
             // deadline leaves room for that and a retry at the new leader.
             client_timeout: (8 * election).max(Duration::from_secs(8)),
             attempt_timeout: (2 * election).max(Duration::from_secs(2)),
+            ..hearsay_registry::RegistryConfig::default()
         };
         Ok(Settings {
             data_dir: data_dir.to_path_buf(),

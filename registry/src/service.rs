@@ -50,9 +50,11 @@ use crate::store::{self, LogStore, SmData};
 use crate::{Command, Member, Outcome, Raft, RaftId, TypeConfig, raft_id};
 
 /// A snapshot of the name set is taken after this many log entries; the
-/// log it covers is then purged (all but the last 1,000 entries, for
-/// followers that are only a little behind).
+/// log it covers is then purged but for the last [`LOGS_KEPT`] entries
+/// (for followers that are only a little behind; one further behind is
+/// sent the snapshot).
 pub const SNAPSHOT_EVERY: u64 = 10_000;
+pub const LOGS_KEPT: u64 = 1_000;
 /// Most bytes of a snapshot in one message.
 const SNAPSHOT_CHUNK: u64 = 256 << 10;
 /// Most entries in one append message.
@@ -92,6 +94,10 @@ pub struct RegistryConfig {
     pub client_timeout: Duration,
     /// How long one attempt may take.
     pub attempt_timeout: Duration,
+    /// Log entries between snapshots ([`SNAPSHOT_EVERY`]).
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot ([`LOGS_KEPT`]).
+    pub logs_kept: u64,
 }
 
 impl Default for RegistryConfig {
@@ -102,6 +108,8 @@ impl Default for RegistryConfig {
             election_timeout_max: Duration::from_millis(1500),
             client_timeout: Duration::from_secs(8),
             attempt_timeout: Duration::from_secs(3),
+            snapshot_every: SNAPSHOT_EVERY,
+            logs_kept: LOGS_KEPT,
         }
     }
 }
@@ -311,9 +319,9 @@ impl Registry {
             election_timeout_min: config.election_timeout_min.as_millis() as u64,
             election_timeout_max: config.election_timeout_max.as_millis() as u64,
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             snapshot_max_chunk_size: SNAPSHOT_CHUNK,
-            max_in_snapshot_log_to_keep: 1_000,
+            max_in_snapshot_log_to_keep: config.logs_kept,
             ..Default::default()
         }
         .validate()

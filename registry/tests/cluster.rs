@@ -62,6 +62,7 @@ fn config() -> RegistryConfig {
         election_timeout_max: Duration::from_millis(600),
         client_timeout: Duration::from_secs(4),
         attempt_timeout: Duration::from_secs(1),
+        ..RegistryConfig::default()
     }
 }
 
@@ -335,4 +336,64 @@ async fn claims_and_reads_through_a_leader_partition_are_linearizable() {
             .any(|e| matches!(e.outcome, Outcome::Granted)),
         "some claims were granted"
     );
+}
+
+/// A voter that missed more than the log kept behind a snapshot is sent the
+/// snapshot, and holds every name afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_voter_far_behind_is_sent_a_snapshot() {
+    let net = Net::default();
+    let names: Vec<String> = (0..3).map(|i| format!("node-{i}")).collect();
+    let small = RegistryConfig {
+        snapshot_every: 40,
+        logs_kept: 10,
+        ..config()
+    };
+    let mut dirs = Vec::new();
+    for name in &names {
+        let dir = tempfile::tempdir().unwrap();
+        let port = Arc::new(Port {
+            net: net.clone(),
+            me: name.clone(),
+        });
+        let registry = Registry::open(dir.path(), name.clone(), names.clone(), port, small.clone())
+            .await
+            .unwrap();
+        net.nodes.lock().unwrap().insert(name.clone(), registry);
+        dirs.push(dir);
+    }
+    let cluster = Cluster {
+        net,
+        dirs,
+        names: names.clone(),
+    };
+    let leader = cluster.leader(&[0, 1, 2]).await;
+    let behind = (leader + 1) % 3;
+    cluster
+        .net
+        .cut
+        .lock()
+        .unwrap()
+        .insert(names[behind].clone());
+    for n in 0..150 {
+        let answer = cluster.node(leader).claim(&format!("s{n}"), "k").await;
+        assert!(matches!(answer, ClaimAnswer::Claimed { .. }), "{answer:?}");
+    }
+    let status = cluster.node(leader).status();
+    let snapshot = status.snapshot_index.expect("the leader took a snapshot");
+    assert!(snapshot >= 40, "{status:?}");
+    cluster.net.cut.lock().unwrap().clear();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (lagging, ahead) = (cluster.node(behind).status(), cluster.node(leader).status());
+        if lagging.applied_index == ahead.applied_index && lagging.names == 150 {
+            assert!(
+                lagging.snapshot_index.is_some(),
+                "the voter caught up through a snapshot: {lagging:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never caught up: {lagging:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
