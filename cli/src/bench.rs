@@ -35,6 +35,9 @@ pub enum BenchCmd {
     /// Time from start to serving for a node holding many posts; memory and
     /// disk per post
     Restart(PostsArgs),
+    /// Claims per second and claim latency of the name registry, and the
+    /// time to elect a new leader after the leader is killed
+    Names(crate::bench_names::NamesArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -109,6 +112,7 @@ pub async fn run(command: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Ingest(args) => ingest(args).await,
         BenchCmd::Catchup(args) => catchup(args).await,
         BenchCmd::Restart(args) => restart(args).await,
+        BenchCmd::Names(args) => crate::bench_names::run(args).await,
     }
 }
 
@@ -672,7 +676,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn summary(mut xs: Vec<f64>) -> serde_json::Value {
+pub(crate) fn summary(mut xs: Vec<f64>) -> serde_json::Value {
     xs.sort_by(|a, b| a.total_cmp(b));
     let r = |x: f64| (x * 1000.0).round() / 1000.0;
     json!({

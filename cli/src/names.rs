@@ -43,7 +43,12 @@ pub enum RegistryCmd {
     Init {
         #[command(flatten)]
         node: NodeUrl,
-        #[arg(long, value_delimiter = ',', required = true, value_name = "PEER_ID,...")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required = true,
+            value_name = "PEER_ID,..."
+        )]
         voters: Vec<String>,
     },
 }
