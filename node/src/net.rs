@@ -274,7 +274,16 @@ pub fn build_swarm(
             })
         })
         .map_err(|e| NetError::Build(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .with_swarm_config(|c| {
+            // Streams are opened with the one protocol the opener wants and
+            // its first message sent at once (multistream-select "lazy"),
+            // instead of a round trip to agree on the protocol first: every
+            // request-response call (a sync page, a registry message) is one
+            // round trip, not two. A peer without the protocol refuses the
+            // stream, and the request fails as it would have.
+            c.with_idle_connection_timeout(Duration::from_secs(60))
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .build();
     Ok(swarm)
 }
