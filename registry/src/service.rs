@@ -364,6 +364,7 @@ impl Registry {
     /// voter did, or already holds these voters.
     pub async fn init(&self, voters: Vec<String>) -> Result<(), RegistryError> {
         check_voters(&voters)?;
+        self.check_same_voters(&voters)?;
         self.remember_voters(&voters)?;
         let mut errors = Vec::new();
         let mut done = 0;
@@ -398,6 +399,21 @@ impl Registry {
             return Err(RegistryError::Voters(errors.join("; ")));
         }
         Ok(())
+    }
+
+    /// Refuses voters other than the ones this node already knows.
+    fn check_same_voters(&self, voters: &[String]) -> Result<(), RegistryError> {
+        let known = self.voters();
+        let same = |a: &[String], b: &[String]| {
+            a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>()
+        };
+        if known.is_empty() || same(&known, voters) {
+            Ok(())
+        } else {
+            Err(RegistryError::Voters(format!(
+                "the registry is already set up with voters {known:?}"
+            )))
+        }
     }
 
     fn remember_voters(&self, voters: &[String]) -> Result<(), RegistryError> {
@@ -753,6 +769,11 @@ impl Registry {
             }
             Rpc::Init { voters } => {
                 if let Err(e) = check_voters(&voters) {
+                    return Reply::Error(e.to_string());
+                }
+                // A group is set up once: a peer cannot move this node's
+                // claims to other voters afterwards.
+                if let Err(e) = self.check_same_voters(&voters) {
                     return Reply::Error(e.to_string());
                 }
                 tracing::info!(%peer, ?voters, "asked to set up the registry group");

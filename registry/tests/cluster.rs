@@ -397,3 +397,27 @@ async fn a_voter_far_behind_is_sent_a_snapshot() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Once set up, the group's voters cannot be replaced by another init, from
+/// the API or from a peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_set_up_group_refuses_other_voters() {
+    let cluster = Cluster::start(3, 1).await;
+    cluster.leader(&[0, 1, 2]).await;
+    let others = vec![
+        "node-1".to_string(),
+        "node-2".to_string(),
+        "node-3".to_string(),
+    ];
+    assert!(cluster.node(0).init(others.clone()).await.is_err());
+    // A node outside the group that already knows the voters refuses too.
+    assert_eq!(cluster.node(3).discover_voters().await.len(), 3);
+    assert!(cluster.node(3).init(others).await.is_err());
+    // The same voters again are fine.
+    let same: Vec<String> = (0..3).map(|i| format!("node-{i}")).collect();
+    assert!(cluster.node(1).init(same).await.is_ok());
+    assert!(matches!(
+        cluster.node(3).claim("still", "k").await,
+        ClaimAnswer::Claimed { .. }
+    ));
+}
