@@ -727,6 +727,9 @@ impl Registry {
         let budget = self.inner.config.attempt_timeout;
         match rpc {
             Rpc::AppendEntries(request) => {
+                if let Err(refused) = self.check_raft_sender(peer, request.vote.leader_id.node_id) {
+                    return refused;
+                }
                 *self
                     .inner
                     .last_contact
@@ -734,8 +737,16 @@ impl Registry {
                     .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                 Reply::AppendEntries(raft.append_entries(request).await)
             }
-            Rpc::Vote(request) => Reply::Vote(raft.vote(request).await),
+            Rpc::Vote(request) => {
+                if let Err(refused) = self.check_raft_sender(peer, request.vote.leader_id.node_id) {
+                    return refused;
+                }
+                Reply::Vote(raft.vote(request).await)
+            }
             Rpc::InstallSnapshot(request) => {
+                if let Err(refused) = self.check_raft_sender(peer, request.vote.leader_id.node_id) {
+                    return refused;
+                }
                 *self
                     .inner
                     .last_contact
@@ -790,6 +801,25 @@ impl Registry {
             }
             Rpc::Voters => Reply::Voters(self.voters()),
         }
+    }
+
+    /// Raft messages are taken only from the group's voters, each speaking
+    /// as itself (the transport authenticates `peer`): a process outside
+    /// the group cannot call elections or push entries.
+    fn check_raft_sender(&self, peer: &str, claimed: RaftId) -> Result<(), Reply> {
+        let why = if raft_id(peer) != claimed {
+            format!("{peer} sent a Raft message as node {claimed}")
+        } else if !self.voters().iter().any(|v| v == peer) {
+            format!("{peer} is not a voter of this registry")
+        } else {
+            return Ok(());
+        };
+        self.inner
+            .counters
+            .bad_messages
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, %why, "Raft message refused");
+        Err(Reply::Error(why))
     }
 
     async fn call(&self, peer: &str, rpc: &Rpc, timeout: Duration) -> Result<Reply, String> {

@@ -421,3 +421,40 @@ async fn a_set_up_group_refuses_other_voters() {
         ClaimAnswer::Claimed { .. }
     ));
 }
+
+/// Raft messages from outside the group, or from a voter speaking as
+/// another, are refused and counted; the group's term does not move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raft_messages_from_outside_the_group_are_refused() {
+    use openraft::Vote;
+    use openraft::raft::VoteRequest;
+    let cluster = Cluster::start(3, 1).await;
+    let leader = cluster.leader(&[0, 1, 2]).await;
+    let follower = cluster.node((leader + 1) % 3);
+    let term = follower.status().term;
+    let vote_as = |peer: &str| {
+        let request =
+            VoteRequest::<u64>::new(Vote::new(term + 100, hearsay_registry::raft_id(peer)), None);
+        serde_json::to_vec(&serde_json::json!({ "Vote": request })).unwrap()
+    };
+    // node-3 is outside the group; mallory is unknown; node-3 claims to be node-0.
+    for (peer, body) in [
+        ("node-3", vote_as("node-3")),
+        ("mallory", vote_as("mallory")),
+        ("node-3", vote_as("node-0")),
+    ] {
+        let answer: serde_json::Value =
+            serde_json::from_slice(&follower.handle(peer, &body).await).unwrap();
+        assert!(answer.get("Error").is_some(), "{peer}: {answer}");
+    }
+    assert_eq!(follower.status().counters.bad_messages, 3);
+    assert_eq!(
+        follower.status().term,
+        term,
+        "no forged election moved the term"
+    );
+    assert!(matches!(
+        cluster.node(3).claim("after", "k").await,
+        ClaimAnswer::Claimed { .. }
+    ));
+}
