@@ -727,7 +727,8 @@ impl Registry {
         let budget = self.inner.config.attempt_timeout;
         match rpc {
             Rpc::AppendEntries(request) => {
-                if let Err(refused) = self.check_raft_sender(peer, request.vote.leader_id.node_id) {
+                if let Some(refused) = self.refuse_raft_sender(peer, request.vote.leader_id.node_id)
+                {
                     return refused;
                 }
                 *self
@@ -738,13 +739,15 @@ impl Registry {
                 Reply::AppendEntries(raft.append_entries(request).await)
             }
             Rpc::Vote(request) => {
-                if let Err(refused) = self.check_raft_sender(peer, request.vote.leader_id.node_id) {
+                if let Some(refused) = self.refuse_raft_sender(peer, request.vote.leader_id.node_id)
+                {
                     return refused;
                 }
                 Reply::Vote(raft.vote(request).await)
             }
             Rpc::InstallSnapshot(request) => {
-                if let Err(refused) = self.check_raft_sender(peer, request.vote.leader_id.node_id) {
+                if let Some(refused) = self.refuse_raft_sender(peer, request.vote.leader_id.node_id)
+                {
                     return refused;
                 }
                 *self
@@ -806,7 +809,7 @@ impl Registry {
     /// Raft messages are taken only from the group's voters, each speaking
     /// as itself (the transport authenticates `peer`): a process outside
     /// the group cannot call elections or push entries.
-    fn check_raft_sender(&self, peer: &str, claimed: RaftId) -> Result<(), Reply> {
+    fn refuse_raft_sender(&self, peer: &str, claimed: RaftId) -> Option<Reply> {
         let why = if raft_id(peer) != claimed {
             format!("{peer} sent a Raft message as node {claimed}")
         } else if !self.voters().iter().any(|v| v == peer) {
