@@ -815,14 +815,14 @@ impl Registry {
         } else if !self.voters().iter().any(|v| v == peer) {
             format!("{peer} is not a voter of this registry")
         } else {
-            return Ok(());
+            return None;
         };
         self.inner
             .counters
             .bad_messages
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer, %why, "Raft message refused");
-        Err(Reply::Error(why))
+        Some(Reply::Error(why))
     }
 
     async fn call(&self, peer: &str, rpc: &Rpc, timeout: Duration) -> Result<Reply, String> {
