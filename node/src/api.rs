@@ -607,4 +607,6 @@ async fn delete_post(
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

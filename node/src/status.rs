@@ -461,3 +461,170 @@ mod tests {
         assert_eq!(verify(None, &huge).unwrap_err().reason(), "malformed");
     }
 }
+
+/// Fuzzing [`verify`], the decoder of every status a peer gossips: random
+/// bytes, and signed statuses flipped, truncated or re-signed with fields
+/// replaced. Cases default to 64; run longer with HEARSAY_FUZZ_CASES=100000
+/// (`HEARSAY_FUZZ_CASES=100000 cargo test -p hearsay-node --lib status::fuzz`).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+    use proptest::test_runner::Config;
+    use serde_json::Value;
+
+    fn config() -> Config {
+        let cases = std::env::var("HEARSAY_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
+        Config {
+            failure_persistence: None,
+            ..Config::with_cases(cases)
+        }
+    }
+
+    fn key() -> identity::Keypair {
+        identity::Keypair::ed25519_from_bytes([0x5a; 32]).expect("32 bytes")
+    }
+
+    fn body(peer: &PeerId) -> StatusBody {
+        let mut vv = VersionVector::new();
+        vv.set(NodeId([7; 32]), 5);
+        vv.set(NodeId([9; 32]), 2);
+        let (revision, revision_hash, version_vector) = revision_fields(&vv);
+        StatusBody {
+            peer_id: peer.to_string(),
+            http: "http://127.0.0.1:8080".into(),
+            region: "eu-west".into(),
+            geo: Some(Geo {
+                lat: 50.1,
+                lon: 8.7,
+            }),
+            listen_addrs: vec![format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")],
+            revision,
+            revision_hash,
+            version_vector,
+            mean_response_ms: 1.5,
+            error_rate: 0.01,
+            replication_delay_p50_ms: 20.0,
+            replication_delay_p99_ms: 80.0,
+            neighbours: vec![
+                identity::Keypair::ed25519_from_bytes([3; 32])
+                    .expect("32 bytes")
+                    .public()
+                    .to_peer_id()
+                    .to_string(),
+            ],
+            uptime_s: 12,
+            timestamp_ms: 1_700_000_000_000,
+        }
+    }
+
+    fn signed() -> (PeerId, StatusBody, Vec<u8>) {
+        let key = key();
+        let peer = key.public().to_peer_id();
+        let b = body(&peer);
+        let bytes = encode(&key, &b);
+        assert!(verify(Some(&peer), &bytes).is_ok(), "the sample verifies");
+        (peer, b, bytes)
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| {
+                serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+            }),
+            ".{0,24}".prop_map(Value::from),
+            (1usize..=8192).prop_map(|n| Value::from("a".repeat(n))),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn random_bytes_are_refused(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            prefixed in any::<bool>(),
+        ) {
+            let mut data = Vec::new();
+            if prefixed {
+                data.extend_from_slice(MAGIC);
+            }
+            data.extend_from_slice(&bytes);
+            prop_assert!(verify(None, &data).is_err());
+        }
+
+        #[test]
+        fn random_bodies_behind_a_random_signature_are_refused(
+            signature in proptest::collection::vec(any::<u8>(), SIGNATURE_LEN),
+            body in any_json(),
+        ) {
+            let mut data = MAGIC.to_vec();
+            data.extend_from_slice(&signature);
+            data.extend_from_slice(&serde_json::to_vec(&body).unwrap());
+            prop_assert!(verify(None, &data).is_err());
+        }
+
+        #[test]
+        fn a_flipped_byte_is_refused(at in any::<Index>(), x in 1u8..=255) {
+            let (peer, _, mut data) = signed();
+            let i = at.index(data.len());
+            data[i] ^= x;
+            let verdict = verify(Some(&peer), &data);
+            prop_assert!(verdict.is_err(), "byte {} ^ {:#04x} accepted: {:?}", i, x, verdict);
+            prop_assert!(verify(None, &data).is_err());
+        }
+
+        #[test]
+        fn a_truncated_status_is_refused(at in any::<Index>()) {
+            let (peer, _, data) = signed();
+            let cut = at.index(data.len());
+            prop_assert!(verify(Some(&peer), &data[..cut]).is_err());
+            prop_assert!(verify(None, &data[..cut]).is_err());
+        }
+
+        /// Properly signed, any field replaced by any JSON value: refused,
+        /// or accepted only within the bounds and exactly as signed.
+        #[test]
+        fn a_signed_body_with_a_field_replaced_is_checked(
+            field in any::<Index>(),
+            value in any_json(),
+        ) {
+            let (peer, b, _) = signed();
+            let mut json = serde_json::to_value(&b).unwrap();
+            let object = json.as_object_mut().unwrap();
+            let name = object.keys().nth(field.index(object.len())).unwrap().clone();
+            object.insert(name, value);
+            let raw = serde_json::to_vec(&json).unwrap();
+            let mut signed_bytes = SIGNING_DOMAIN.to_vec();
+            signed_bytes.extend_from_slice(&raw);
+            let mut data = MAGIC.to_vec();
+            data.extend_from_slice(&key().sign(&signed_bytes).unwrap());
+            data.extend_from_slice(&raw);
+            if let Ok(v) = verify(Some(&peer), &data) {
+                prop_assert_eq!(v.peer, peer);
+                // What the signed bytes say (serde_json's default float parsing
+                // may differ from the value in the last bit: compare bytes' meaning).
+                let sent: StatusBody = serde_json::from_slice(&raw).unwrap();
+                prop_assert_eq!(&v.body, &sent);
+                prop_assert!(check_bounds(&v.body).is_ok());
+                prop_assert!(v.listen_addrs.len() <= MAX_LISTEN_ADDRS);
+                prop_assert!(v.status.neighbours.len() <= MAX_NEIGHBOURS);
+            }
+        }
+    }
+}

@@ -211,3 +211,82 @@ mod tests {
         assert_eq!((missing[0].want, missing[0].have), (4, 1));
     }
 }
+
+/// Fuzzing [`parse_token`], the token parser every `?after=` reaches.
+/// Cases default to 64; run longer with HEARSAY_FUZZ_CASES=100000
+/// (`HEARSAY_FUZZ_CASES=100000 cargo test -p hearsay-node --lib tokens::fuzz`).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+    use proptest::test_runner::Config;
+
+    fn config() -> Config {
+        let cases = std::env::var("HEARSAY_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
+        Config {
+            failure_persistence: None,
+            ..Config::with_cases(cases)
+        }
+    }
+
+    fn sample() -> String {
+        [
+            (hearsay_crdt::NodeId([3; 32]), 9),
+            (hearsay_crdt::NodeId([200; 32]), u64::MAX),
+        ]
+        .into_iter()
+        .collect::<VersionVector>()
+        .to_token()
+    }
+
+    /// A refusal is a 400 in the JSON envelope naming the field.
+    fn assert_refusal(e: ApiError) -> Result<(), TestCaseError> {
+        let response = e.into_response();
+        prop_assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_string_is_a_token_or_a_bad_request(raw in ".{0,300}") {
+            match parse_token("`after`", &raw) {
+                Ok(vv) => prop_assert_eq!(
+                    VersionVector::from_token(&vv.to_token()).unwrap(),
+                    vv
+                ),
+                Err(e) => {
+                    prop_assert!(format!("{e:?}").contains("`after`"), "{:?}", e);
+                    assert_refusal(e)?;
+                }
+            }
+        }
+
+        #[test]
+        fn a_mutated_token_is_a_token_or_a_bad_request(
+            at in any::<Index>(),
+            cut in any::<Index>(),
+            c in any::<char>(),
+            mode in 0u8..3,
+        ) {
+            let mut raw: Vec<char> = sample().chars().collect();
+            match mode {
+                0 => {
+                    let i = at.index(raw.len());
+                    raw[i] = c;
+                }
+                1 => raw.truncate(cut.index(raw.len())),
+                _ => raw.insert(at.index(raw.len() + 1), c),
+            }
+            let raw: String = raw.into_iter().collect();
+            if let Err(e) = parse_token("`after`", &raw) {
+                assert_refusal(e)?;
+            }
+        }
+    }
+}
