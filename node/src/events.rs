@@ -678,14 +678,7 @@ mod fuzz {
     use proptest::test_runner::Config;
 
     fn config() -> Config {
-        let cases = std::env::var("HEARSAY_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(64);
-        Config {
-            failure_persistence: None,
-            ..Config::with_cases(cases)
-        }
+        crate::fuzz_config()
     }
 
     fn text() -> impl Strategy<Value = Option<String>> {

@@ -44,3 +44,17 @@ pub mod web;
 
 pub use config::{Config, Settings};
 pub use node::{init, run, shutdown_signal};
+
+/// The property-test settings of the fuzz harnesses: `HEARSAY_FUZZ_CASES`
+/// cases (64 unless set; run longer with 100000), no regression files.
+#[cfg(test)]
+pub(crate) fn fuzz_config() -> proptest::test_runner::Config {
+    let cases = std::env::var("HEARSAY_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    proptest::test_runner::Config {
+        failure_persistence: None,
+        ..proptest::test_runner::Config::with_cases(cases)
+    }
+}

@@ -475,14 +475,7 @@ mod fuzz {
     use serde_json::Value;
 
     fn config() -> Config {
-        let cases = std::env::var("HEARSAY_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(64);
-        Config {
-            failure_persistence: None,
-            ..Config::with_cases(cases)
-        }
+        crate::fuzz_config()
     }
 
     fn key() -> identity::Keypair {

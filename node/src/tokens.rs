@@ -223,14 +223,7 @@ mod fuzz {
     use proptest::test_runner::Config;
 
     fn config() -> Config {
-        let cases = std::env::var("HEARSAY_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(64);
-        Config {
-            failure_persistence: None,
-            ..Config::with_cases(cases)
-        }
+        crate::fuzz_config()
     }
 
     fn sample() -> String {

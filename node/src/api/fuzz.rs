@@ -27,10 +27,7 @@ use crate::core::{CHECKPOINT_DELTAS, CLIENT_QUEUE, CoreConfig, CoreState, PEER_Q
 use crate::store::MemoryStore;
 
 fn cases() -> u32 {
-    std::env::var("HEARSAY_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
+    crate::fuzz_config().cases
 }
 
 /// The API over a core thread serving an in-memory store.
