@@ -116,6 +116,7 @@ fn body(peer: &PeerId) -> StatusBody {
         neighbours: Vec::new(),
         uptime_s: 1,
         timestamp_ms: hearsay_node::core::now_ms(),
+        certificate: None,
     }
 }
 

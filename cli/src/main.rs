@@ -13,6 +13,7 @@ mod demo;
 mod flags;
 mod mesh;
 mod names;
+mod operator;
 mod plot;
 mod router;
 mod tail;
@@ -175,6 +176,11 @@ enum Cmd {
     Name {
         #[command(subcommand)]
         command: names::NameCmd,
+    },
+    /// The mesh operator: its key, node certificates, revocations
+    Operator {
+        #[command(subcommand)]
+        command: operator::OperatorCmd,
     },
     /// The name registry's state, or set it up on a running mesh
     Registry {
@@ -400,6 +406,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Posts { node, limit } => client::print(&node.client().posts(limit, None).await?),
         Cmd::Name { command } => names::name(command).await?,
         Cmd::Registry { command } => names::registry(command).await?,
+        Cmd::Operator { command } => operator::run(command).await?,
         Cmd::Status { node } => client::print(&node.client().stats().await?),
         Cmd::Tail(args) => tail::run(args).await?,
         Cmd::Mesh(args) => mesh::run(args).await?,

@@ -150,6 +150,7 @@ mod tests {
                 neighbours: vec!["x".into(), "y".into()],
                 uptime_s: 10,
                 timestamp_ms: 0,
+                certificate: None,
             },
             state: state.into(),
             heartbeat_age_ms: 400,
@@ -179,6 +180,7 @@ mod tests {
                 entry("12D3KooWvirginia0003", "us", "alive", virginia, 5.0),
                 entry("12D3KooWdead00000004", "eu2", "down", frankfurt, 5.0),
             ],
+            equivocators: Vec::new(),
         };
         let table = render(&nodes, Some(frankfurt), &Weights::default());
         let lines: Vec<&str> = table.lines().collect();

@@ -30,6 +30,10 @@ pub enum Error {
         got: u64,
         bound: u64,
     },
+    /// A delta of an origin proven to have equivocated (signed two
+    /// different deltas with one seq): its deltas are refused from then on.
+    #[error("delta {origin}:{seq} of an origin that equivocated")]
+    Equivocated { origin: NodeId, seq: u64 },
     /// A document id whose kind this version does not know.
     #[error("unknown document kind in id {0:?}")]
     UnknownDocKind(String),
@@ -70,6 +74,7 @@ impl Error {
             Error::Malformed { .. } => ErrorKind::Malformed,
             Error::Oversized { .. } => ErrorKind::Oversized,
             Error::SeqGap { .. } => ErrorKind::SeqGap,
+            Error::Equivocated { .. } => ErrorKind::Equivocated,
             Error::UnknownDocKind(_) => ErrorKind::UnknownDocKind,
             Error::InvalidOperation(_) => ErrorKind::InvalidOperation,
             Error::KeyFile { .. } => ErrorKind::KeyFile,
@@ -87,6 +92,7 @@ pub enum ErrorKind {
     Malformed,
     Oversized,
     SeqGap,
+    Equivocated,
     UnknownDocKind,
     InvalidOperation,
     KeyFile,
@@ -96,11 +102,12 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in a fixed order (for metrics and stats).
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::BadSignature,
         ErrorKind::Malformed,
         ErrorKind::Oversized,
         ErrorKind::SeqGap,
+        ErrorKind::Equivocated,
         ErrorKind::UnknownDocKind,
         ErrorKind::InvalidOperation,
         ErrorKind::KeyFile,
@@ -115,6 +122,7 @@ impl ErrorKind {
             ErrorKind::Malformed => "malformed",
             ErrorKind::Oversized => "oversized",
             ErrorKind::SeqGap => "seq_gap",
+            ErrorKind::Equivocated => "equivocated",
             ErrorKind::UnknownDocKind => "unknown_doc_kind",
             ErrorKind::InvalidOperation => "invalid_operation",
             ErrorKind::KeyFile => "key_file",

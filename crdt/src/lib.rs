@@ -11,6 +11,7 @@
 //! - [`signing`]: what users sign (posts, name registrations, follows,
 //!   edits), each message domain-separated;
 //! - [`Delta`]: one signed change of one document, the unit of replication;
+//! - [`Equivocation`]: proof that an origin signed two deltas with one seq;
 //! - [`VersionVector`]: the anti-entropy digest and resume token;
 //! - [`Replica`]: documents plus the rules that make replicas converge.
 //!
@@ -32,6 +33,7 @@
 
 pub mod delta;
 pub mod docs;
+pub mod equivocation;
 pub mod error;
 pub mod event;
 pub mod identity;
@@ -46,6 +48,7 @@ pub mod vv;
 
 pub use delta::{Delta, MAX_DELTA_BYTES};
 pub use docs::{MAX_BODY_CHARS, NewPost, Post, Profile};
+pub use equivocation::Equivocation;
 pub use error::{Error, ErrorKind, Result};
 pub use event::Change;
 pub use identity::Keypair;

@@ -52,6 +52,17 @@ pub struct ReplicaConfig {
     pub max_seq_ahead: u64,
     /// Out-of-order deltas buffered over all origins.
     pub max_buffered: usize,
+    /// Out-of-order deltas buffered per origin. When an origin's buffer is
+    /// full, a delta nearer its contiguous seq evicts the farthest one
+    /// (anti-entropy brings it again), and one farther is refused as a gap:
+    /// so one origin cannot take the whole buffer.
+    pub max_buffered_per_origin: usize,
+    /// Accepted changes of one origin that automerge may hold back for
+    /// missing dependencies. Beyond it, the origin's next deltas are refused
+    /// as a gap (anti-entropy asks for them again later) until its held
+    /// changes apply: so changes whose dependencies never come cannot pile
+    /// up without end.
+    pub max_held_per_origin: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -60,6 +71,8 @@ impl Default for ReplicaConfig {
             cache_docs: 4096,
             max_seq_ahead: 4096,
             max_buffered: 16_384,
+            max_buffered_per_origin: 4096,
+            max_held_per_origin: 4096,
         }
     }
 }
@@ -84,6 +97,10 @@ pub struct ReceiveOutcome {
     pub accepted: Vec<Delta>,
     /// The details of each `Rejected` verdict, in input order.
     pub rejected: Vec<Error>,
+    /// The input deltas found `Duplicate`, with their input position: the
+    /// caller compares them with the copies it holds, since a different
+    /// delta signed with a seq already held is an equivocation.
+    pub duplicates: Vec<(usize, Delta)>,
     /// Accepted deltas whose change is not in its document: `(origin, seq,
     /// why)`. Stored and in the version vector like any accepted delta.
     pub inert: Vec<(NodeId, u64, Error)>,
@@ -183,6 +200,8 @@ pub struct Replica<S> {
     buffer: BTreeMap<NodeId, BTreeMap<u64, (Delta, Change)>>,
     buffered: usize,
     held: BTreeMap<DocId, Vec<Held>>,
+    /// Held changes per origin (the sum of `held` by origin).
+    held_by: HashMap<NodeId, usize>,
     posts: PostCache,
     /// List keys whose insert failed, for the next checkpoint.
     unlisted: Vec<Vec<u8>>,
@@ -228,6 +247,7 @@ impl<S: DocStore> Replica<S> {
             buffer: BTreeMap::new(),
             buffered: 0,
             held: BTreeMap::new(),
+            held_by: HashMap::new(),
             posts,
             unlisted: Vec::new(),
             newest_by: HashMap::new(),
@@ -271,6 +291,17 @@ impl<S: DocStore> Replica<S> {
     /// Deltas waiting in the out-of-order buffer.
     pub fn buffered(&self) -> usize {
         self.buffered
+    }
+
+    /// The delta of `origin` at `seq` waiting in the out-of-order buffer.
+    pub fn buffered_delta(&self, origin: &NodeId, seq: u64) -> Option<&Delta> {
+        self.buffer.get(origin)?.get(&seq).map(|(d, _)| d)
+    }
+
+    /// Accepted changes of `origin` that automerge holds back for missing
+    /// dependencies.
+    pub fn held_of(&self, origin: &NodeId) -> usize {
+        self.held_by.get(origin).copied().unwrap_or(0)
     }
 
     /// Saves every changed document to the store and returns the version
@@ -485,7 +516,7 @@ impl<S: DocStore> Replica<S> {
             let start = ready.len();
             for (at, delta) in group.into_iter().enumerate() {
                 let (origin, seq) = (delta.origin, delta.seq);
-                let verdict = self.admit(delta, verify, &mut ready, &mut out.rejected);
+                let verdict = self.admit(delta, verify, &mut ready, &mut out, at);
                 if verdict == Verdict::Buffered {
                     parked.push((at, origin, seq));
                 }
@@ -524,30 +555,45 @@ impl<S: DocStore> Replica<S> {
         delta: Delta,
         verify: bool,
         ready: &mut Vec<(Delta, Change)>,
-        rejected: &mut Vec<Error>,
+        out: &mut ReceiveOutcome,
+        at: usize,
     ) -> Verdict {
+        let rejected = &mut out.rejected;
         let mut refuse = |e: Error| {
             let kind = e.kind();
             rejected.push(e);
             Verdict::Rejected(kind)
         };
         let have = self.vv.get(&delta.origin);
-        let in_buffer = self
-            .buffer
-            .get(&delta.origin)
-            .is_some_and(|b| b.contains_key(&delta.seq));
+        let origin_buffer = self.buffer.get(&delta.origin);
+        let in_buffer = origin_buffer.is_some_and(|b| b.contains_key(&delta.seq));
         if delta.seq <= have || in_buffer {
+            out.duplicates.push((at, delta));
             return Verdict::Duplicate;
         }
+        let gap = Error::SeqGap {
+            origin: delta.origin,
+            have,
+            got: delta.seq,
+            bound: self.config.max_seq_ahead,
+        };
+        let ahead = delta.seq > have + 1;
+        // A full origin buffer takes a delta only in place of a farther one.
+        let evict = match origin_buffer {
+            Some(b) if ahead && b.len() >= self.config.max_buffered_per_origin => {
+                match b.last_key_value() {
+                    Some((&farthest, _)) if farthest > delta.seq => Some(farthest),
+                    _ => return refuse(gap),
+                }
+            }
+            _ => None,
+        };
         if delta.seq - have > self.config.max_seq_ahead
-            || (delta.seq > have + 1 && self.buffered >= self.config.max_buffered)
+            || (ahead && evict.is_none() && self.buffered >= self.config.max_buffered)
+            || self.held_by.get(&delta.origin).copied().unwrap_or(0)
+                >= self.config.max_held_per_origin
         {
-            return refuse(Error::SeqGap {
-                origin: delta.origin,
-                have,
-                got: delta.seq,
-                bound: self.config.max_seq_ahead,
-            });
+            return refuse(gap);
         }
         if verify && let Err(e) = delta.verify() {
             return refuse(e);
@@ -562,11 +608,13 @@ impl<S: DocStore> Replica<S> {
             }
             Err(e) => return refuse(Error::malformed("automerge change", e.to_string())),
         };
-        if delta.seq > have + 1 {
-            self.buffer
-                .entry(delta.origin)
-                .or_default()
-                .insert(delta.seq, (delta, change));
+        if ahead {
+            let waiting = self.buffer.entry(delta.origin).or_default();
+            if let Some(farthest) = evict {
+                waiting.remove(&farthest);
+                self.buffered -= 1;
+            }
+            waiting.insert(delta.seq, (delta, change));
             self.buffered += 1;
             return Verdict::Buffered;
         }
@@ -631,6 +679,14 @@ impl<S: DocStore> Replica<S> {
         // Look up the batch's changes and the ones queued before: applying
         // this batch may apply those too.
         let held_before = self.held.remove(doc_id).unwrap_or_default();
+        for h in &held_before {
+            if let Some(n) = self.held_by.get_mut(&h.origin) {
+                *n -= 1;
+                if *n == 0 {
+                    self.held_by.remove(&h.origin);
+                }
+            }
+        }
         let lookups: Vec<ChangeHash> = items
             .iter()
             .map(|(_, c)| c.hash())
@@ -680,6 +736,9 @@ impl<S: DocStore> Replica<S> {
                     hash: c.hash(),
                 }),
         );
+        for h in &held {
+            *self.held_by.entry(h.origin).or_default() += 1;
+        }
         if !held.is_empty() {
             self.held.insert(doc_id.clone(), held);
         }

@@ -58,6 +58,8 @@ pub struct ApiState {
     /// The log, which event streams read.
     pub log: crate::events::Log,
     pub events: crate::events::StreamConfig,
+    /// Admission requests of the operator API (None: not served here).
+    pub admin: Option<mpsc::Sender<crate::net::AdminRequest>>,
 }
 
 /// Static facts about the node.
@@ -204,6 +206,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v0/names/{name}", get(names::show))
         .route("/api/v0/registry", get(names::status))
         .route("/api/v0/registry/init", post(names::init))
+        .route("/api/v0/admission", get(admission_status))
+        .route("/api/v0/admission/revocations", post(revoke))
         .route("/api/v0/users", post(users::register))
         .route("/api/v0/users/{name}", get(users::profile))
         .route("/api/v0/users/{name}/timeline", get(users::timeline))
@@ -259,6 +263,8 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
         Some("/metrics") => "/metrics",
         Some("/api/v0/mesh") => "/api/v0/mesh",
         Some("/api/v0/nodes") => "/api/v0/nodes",
+        Some("/api/v0/admission") => "/api/v0/admission",
+        Some("/api/v0/admission/revocations") => "/api/v0/admission/revocations",
         Some("/api/v0/sync") => "/api/v0/sync",
         Some(crate::web::PAGE) => crate::web::PAGE,
         Some(crate::web::PERMALINK) => crate::web::PERMALINK,
@@ -372,9 +378,52 @@ async fn stats(State(state): State<ApiState>) -> ApiResult {
         "replication_delay_ms": {"p50": core.delay_p50_ms, "p99": core.delay_p99_ms},
         "rejected": state.metrics.rejections(),
         "names": state.names.kind(),
+        "admission": net.admission,
+        "equivocators": core.equivocators.len(),
         "uptime_s": info.started.elapsed().as_secs(),
         "heartbeat_ms": now_ms(),
     })))
+}
+
+/// `GET /api/v0/admission`: who may be a peer here, and the peers' state.
+async fn admission_status(State(state): State<ApiState>) -> ApiResult {
+    let net = state.net_status.borrow().clone();
+    Ok(ok(json!({
+        "admission": net.admission,
+        "equivocators": crate::mesh::nodes_view(&state).equivocators,
+    })))
+}
+
+/// `POST /api/v0/admission/revocations`: a revocation the operator signed
+/// (`hearsay operator revoke`), as text in the body. Taken, it is kept,
+/// applied (the revoked node is cut off here) and gossiped to the mesh.
+async fn revoke(State(state): State<ApiState>, body: String) -> ApiResult {
+    let revocation = hearsay_admission::Revocation::from_text(&body)
+        .map_err(|e| ApiError::bad_request(format!("not a revocation: {e}")))?;
+    let Some(admin) = &state.admin else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node takes no revocations",
+        ));
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    admin
+        .send(crate::net::AdminRequest::Revoke {
+            revocation: revocation.encode(),
+            reply,
+        })
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the network is stopping"))?;
+    match rx.await {
+        Ok(Ok(())) => Ok(ok(json!({
+            "revoked": revocation.node.to_string(),
+        }))),
+        Ok(Err(why)) => Err(ApiError::bad_request(why)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the network is stopping",
+        )),
+    }
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {

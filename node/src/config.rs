@@ -23,6 +23,9 @@ use serde_json::Value;
 
 /// File name of the config inside the data directory.
 pub const CONFIG_FILE: &str = "hearsay.toml";
+/// This node's certificate in the data directory, when the `certificate`
+/// key does not name another file.
+pub const CERTIFICATE_FILE: &str = "node.cert";
 
 /// Prefix of the environment variable of every key.
 pub const ENV_PREFIX: &str = "HEARSAY_";
@@ -243,6 +246,20 @@ pub const KEYS: &[Key] = &[
         example: "12D3KooWDXHDvqXHxeowhK3QjWVuoeFy43nHYr2o3c3hg23JX8zS,12D3KooWRoYRz16JfZGMTH5K9WzeaWVbDHk5RT1nxmSPo5zVyxpE,12D3KooWN758JcpVNmU5H3EBGY6wRdHx9bJ7qactjQbGCKBCT25E",
     },
     Key {
+        name: "operator",
+        kind: Kind::OptionalText,
+        value_name: "OPERATOR_ID",
+        help: "The mesh operator's public key (`hearsay operator init` prints it); set: only nodes with a certificate it signed are peers; unset: an open mesh",
+        example: "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29",
+    },
+    Key {
+        name: "certificate",
+        kind: Kind::OptionalText,
+        value_name: "FILE",
+        help: "File holding this node's certificate (`hearsay operator admit`); unset: node.cert in the data directory, if it exists",
+        example: "/etc/hearsay/node.cert",
+    },
+    Key {
         name: "registry_heartbeat_ms",
         kind: Kind::Number,
         value_name: "MS",
@@ -335,6 +352,10 @@ pub struct Config {
     pub registry_voters: Vec<String>,
     /// The registry leader's heartbeat period.
     pub registry_heartbeat_ms: u64,
+    /// The operator's public key (hex); `None`: an open mesh.
+    pub operator: Option<String>,
+    /// Path of this node's certificate file.
+    pub certificate: Option<String>,
     /// The registry's least election timeout (the most is twice this).
     pub registry_election_ms: u64,
 }
@@ -367,6 +388,8 @@ impl Default for Config {
             registry_voters: Vec::new(),
             registry_heartbeat_ms: 250,
             registry_election_ms: 1_000,
+            operator: None,
+            certificate: None,
         }
     }
 }
@@ -394,6 +417,38 @@ pub struct Settings {
     /// The name registry's voters (empty: none configured here).
     pub registry_voters: Vec<String>,
     pub registry: hearsay_registry::RegistryConfig,
+    /// The operator whose certificates admit peers; `None`: an open mesh.
+    pub operator: Option<hearsay_admission::OperatorId>,
+    /// The file of this node's certificate, read and checked at start
+    /// ([`Settings::load_certificate`]).
+    pub certificate: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Reads this node's certificate and checks it against the operator;
+    /// a mesh with an operator needs one.
+    pub fn load_certificate(&self) -> Result<Option<hearsay_admission::Certificate>, ConfigError> {
+        let Some(path) = &self.certificate else {
+            return match self.operator {
+                Some(_) => Err(invalid(
+                    "certificate",
+                    format!(
+                        "the mesh has an operator but this node has no certificate (write it to {CERTIFICATE_FILE} in the data directory, or set the key): `hearsay operator admit <peer id>` makes one"
+                    ),
+                )),
+                None => Ok(None),
+            };
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid("certificate", format!("reading {}: {e}", path.display())))?;
+        let cert = hearsay_admission::Certificate::from_text(&text)
+            .map_err(|e| invalid("certificate", format!("{}: {e}", path.display())))?;
+        if let Some(op) = &self.operator {
+            cert.verify(op)
+                .map_err(|e| invalid("certificate", format!("{}: {e}", path.display())))?;
+        }
+        Ok(Some(cert))
+    }
 }
 
 fn multiaddrs(key: &'static str, list: &[String]) -> Result<Vec<Multiaddr>, ConfigError> {
@@ -599,6 +654,22 @@ impl Config {
                 "must be at least three heartbeats (registry_heartbeat_ms) and at most 60000",
             ));
         }
+        let operator =
+            match self.operator.as_deref().filter(|s| !s.is_empty()) {
+                None => None,
+                Some(s) => Some(s.trim().parse::<hearsay_admission::OperatorId>().map_err(
+                    |e| {
+                        invalid(
+                            "operator",
+                            format!("{s:?} is not an operator id (64 hex digits): {e}"),
+                        )
+                    },
+                )?),
+            };
+        let certificate = match self.certificate.as_deref().filter(|s| !s.is_empty()) {
+            Some(p) => Some(PathBuf::from(p)),
+            None => Some(data_dir.join(CERTIFICATE_FILE)).filter(|p| p.exists()),
+        };
         let election = Duration::from_millis(self.registry_election_ms);
         let registry = hearsay_registry::RegistryConfig {
             heartbeat_interval: Duration::from_millis(self.registry_heartbeat_ms),
@@ -635,6 +706,8 @@ impl Config {
             clock_offset_ms: self.clock_offset_ms,
             registry_voters: self.registry_voters.clone(),
             registry,
+            operator,
+            certificate,
         })
     }
 }

@@ -44,8 +44,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hearsay_crdt::{
-    Action, Delta, ErrorKind, Keypair, NewPost, NodeId, Post, PostId, PostSignature, Profile,
-    Replica, ReplicaConfig, Signatures, UserName, Verdict, VersionVector,
+    Action, Delta, Equivocation, ErrorKind, Keypair, NewPost, NodeId, Post, PostId, PostSignature,
+    Profile, Replica, ReplicaConfig, Signatures, UserName, Verdict, VersionVector,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -70,6 +70,12 @@ const REPLAY_PAGE: PageLimit = PageLimit {
 /// Replication delays kept for the p50/p99 in `/stats`.
 const RECENT_DELAYS: usize = 2048;
 const SNAPSHOT_VV: &str = "snapshot_vv";
+/// Meta key of the equivocation proofs held (see [`encode_proofs`]).
+const EQUIVOCATIONS: &str = "equivocations";
+/// Equivocating origins remembered (each with its proof, at most two
+/// deltas). Beyond it a new proof is still acted on by the network, but
+/// not kept across restarts.
+pub const MAX_EQUIVOCATIONS: usize = 256;
 
 /// Why the core refused a command.
 #[derive(Debug, thiserror::Error, Clone)]
@@ -251,6 +257,8 @@ pub struct Ack {
 pub struct Commit {
     /// Local deltas now durable, in seq order: these may go to the network.
     pub publish: Vec<Delta>,
+    /// Equivocation proofs now durable, encoded: these go to the network.
+    pub proofs: Vec<Vec<u8>>,
     /// The new durable version vector.
     pub durable: VersionVector,
 }
@@ -300,6 +308,9 @@ pub enum ClientCommand {
 /// Requests from peers (the network).
 #[derive(Debug)]
 pub enum PeerCommand {
+    /// An equivocation proof a peer sent (undecoded): checked, kept
+    /// durably if new, and the origin refused from then on.
+    Proof { bytes: Vec<u8> },
     /// Remote deltas; the reply holds one verdict per delta, in order.
     Remote {
         deltas: Vec<Delta>,
@@ -315,6 +326,9 @@ pub enum PeerCommand {
 pub enum CoreEvent {
     /// Durable local deltas, encoded, to push to peers.
     Publish(Vec<Vec<u8>>),
+    /// A durable equivocation proof new to this node, encoded: gossip it
+    /// and refuse its origin.
+    Equivocation(Vec<u8>),
 }
 
 /// The core's state as the rest of the node sees it.
@@ -333,6 +347,17 @@ pub struct CoreStatus {
     /// ones left out: the answer to the most common read, served without
     /// queueing behind the core's writes. `None` when it could not be read.
     pub newest: Option<Arc<Vec<Post>>>,
+    /// Origins proven to equivocate, with the seq they signed twice and
+    /// when this node learnt it.
+    pub equivocators: Arc<Vec<Equivocator>>,
+}
+
+/// An origin proven to equivocate, as `/api/v0/nodes` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Equivocator {
+    pub origin: NodeId,
+    pub seq: u64,
+    pub detected_ms: u64,
 }
 
 /// Posts in [`CoreStatus::newest`]: the default page of the public list.
@@ -383,6 +408,10 @@ pub struct CoreState<S: Store> {
     origins: Option<crate::status::Origins>,
     /// [`CoreStatus::newest`], refreshed by every commit that flushed.
     newest: Option<Arc<Vec<Post>>>,
+    /// Equivocation proofs held, by origin: the origin's deltas are refused.
+    equivocations: std::collections::BTreeMap<NodeId, (Equivocation, u64)>,
+    /// Proofs new since the last commit: published once durable.
+    new_proofs: Vec<Vec<u8>>,
 }
 
 impl<S: Store> std::fmt::Debug for CoreState<S> {
@@ -462,6 +491,12 @@ impl<S: Store> CoreState<S> {
         );
         let durable = replica.version_vector().clone();
         metrics.revision.set(durable.sum() as i64);
+        let equivocations = match store.get_meta(EQUIVOCATIONS)? {
+            Some(b) => decode_proofs(&b)
+                .map_err(|e| CoreError::Internal(format!("stored equivocation proofs: {e}")))?,
+            None => Default::default(),
+        };
+        metrics.equivocators.set(equivocations.len() as i64);
         let newest = replica
             .newest_posts(NEWEST_SNAPSHOT, None)
             .ok()
@@ -484,6 +519,8 @@ impl<S: Store> CoreState<S> {
             dirty: false,
             durable,
             replays: ReplayGuard::default(),
+            equivocations,
+            new_proofs: Vec::new(),
         })
     }
 
@@ -880,14 +917,35 @@ impl<S: Store> CoreState<S> {
                 })
                 .collect();
         }
+        // Deltas of an origin proven to equivocate never reach the replica;
+        // their places keep their verdicts.
+        let mut refused: Vec<Vec<usize>> = Vec::with_capacity(groups.len());
         let (groups, sources): (Vec<_>, Vec<_>) = groups
             .into_iter()
-            .map(|(deltas, source, signatures)| ((deltas, signatures), source))
+            .map(|(deltas, source, signatures)| {
+                let mut places = Vec::new();
+                let deltas = if self.equivocations.is_empty() {
+                    deltas
+                } else {
+                    let mut kept = Vec::with_capacity(deltas.len());
+                    for (at, d) in deltas.into_iter().enumerate() {
+                        if self.equivocations.contains_key(&d.origin) {
+                            places.push(at);
+                            self.metrics.reject(ErrorKind::Equivocated, source);
+                        } else {
+                            kept.push(d);
+                        }
+                    }
+                    kept
+                };
+                refused.push(places);
+                ((deltas, signatures), source)
+            })
             .unzip();
         let outcomes = self.replica.receive_groups_with(groups);
-        let mut accepted = Vec::new();
+        let mut accepted = 0;
         let mut verdicts = Vec::with_capacity(outcomes.len());
-        for (outcome, source) in outcomes.into_iter().zip(sources) {
+        for ((mut outcome, source), places) in outcomes.into_iter().zip(sources).zip(refused) {
             for e in &outcome.rejected {
                 tracing::debug!(error = %e, ?source, "delta rejected");
                 self.metrics.reject(e.kind(), source);
@@ -935,15 +993,138 @@ impl<S: Store> CoreState<S> {
                 }
                 self.delays.push_back(delay);
             }
-            accepted.extend(outcome.accepted);
+            accepted += outcome.accepted.len();
+            // Logged before the duplicates are compared, so that a second
+            // copy in the same batch finds the first.
+            self.unlogged.extend(outcome.accepted);
+            for (at, copy) in std::mem::take(&mut outcome.duplicates) {
+                if let Some(kind) = self.compare_with_held(copy, source, now_ms) {
+                    outcome.verdicts[at] = Verdict::Rejected(kind);
+                }
+            }
+            for at in places {
+                outcome
+                    .verdicts
+                    .insert(at, Verdict::Rejected(ErrorKind::Equivocated));
+            }
             verdicts.push(outcome.verdicts);
         }
-        if !accepted.is_empty() {
+        if accepted > 0 {
             self.dirty = true;
-            self.since_checkpoint += accepted.len() as u64;
-            self.unlogged.extend(accepted);
+            self.since_checkpoint += accepted as u64;
         }
         verdicts
+    }
+
+    /// Compares a delta that came again with the copy this node holds of
+    /// its origin and seq. The same delta: nothing to do (`None`). A
+    /// different one the origin signed: an equivocation, recorded with both
+    /// envelopes as proof (`Equivocated`). A different one it did not sign:
+    /// a forgery (`BadSignature`, the sender's fault).
+    fn compare_with_held(&mut self, copy: Delta, source: Source, now_ms: u64) -> Option<ErrorKind> {
+        let held = match self.held_copy(&copy.origin, copy.seq) {
+            Ok(Some(held)) => held,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, origin = %copy.origin, seq = copy.seq, "reading the held copy of a duplicate");
+                return None;
+            }
+        };
+        if held == copy {
+            return None;
+        }
+        match Equivocation::new(held, copy) {
+            Ok(proof) => {
+                tracing::warn!(origin = %proof.origin(), seq = proof.seq(), ?source, "equivocation: the origin signed two deltas with one seq");
+                self.record_equivocation(proof, now_ms);
+                Some(ErrorKind::Equivocated)
+            }
+            Err(e) => {
+                self.metrics.reject(e.kind(), source);
+                Some(ErrorKind::BadSignature)
+            }
+        }
+    }
+
+    /// The delta of `origin` at `seq` this node holds: in the out-of-order
+    /// buffer, applied but not yet logged, or in the log.
+    fn held_copy(&self, origin: &NodeId, seq: u64) -> Result<Option<Delta>, CoreError> {
+        if let Some(d) = self.replica.buffered_delta(origin, seq) {
+            return Ok(Some(d.clone()));
+        }
+        if let Some(d) = self
+            .unlogged
+            .iter()
+            .rev()
+            .find(|d| d.origin == *origin && d.seq == seq)
+        {
+            return Ok(Some(d.clone()));
+        }
+        let one = PageLimit {
+            max_deltas: 1,
+            max_bytes: usize::MAX,
+            up_to: seq,
+        };
+        match self.store.deltas_after(origin, seq - 1, one)?.first() {
+            Some(bytes) => Delta::decode(bytes)
+                .map(Some)
+                .map_err(|e| CoreError::Internal(format!("log entry {origin}:{seq}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Refuses the proof's origin from now on and keeps the proof (durable
+    /// with the next commit, then published). A second proof of the same
+    /// origin changes nothing.
+    fn record_equivocation(&mut self, proof: Equivocation, now_ms: u64) {
+        let origin = proof.origin();
+        if self.equivocations.contains_key(&origin) {
+            return;
+        }
+        self.metrics.equivocations.inc();
+        self.new_proofs.push(proof.encode());
+        self.equivocations.insert(origin, (proof, now_ms));
+        self.metrics
+            .equivocators
+            .set(self.equivocations.len() as i64);
+        if self.equivocations.len() <= MAX_EQUIVOCATIONS {
+            match self
+                .store
+                .put_meta(EQUIVOCATIONS, &encode_proofs(&self.equivocations))
+            {
+                Ok(()) => self.dirty = true,
+                Err(e) => tracing::error!(error = %e, "storing an equivocation proof"),
+            }
+        } else {
+            self.dirty = true;
+        }
+    }
+
+    /// A proof a peer sent: kept and acted on if it checks out and is new.
+    pub fn receive_proof(&mut self, bytes: &[u8], now_ms: u64) -> Result<(), hearsay_crdt::Error> {
+        let proof = Equivocation::decode(bytes)?;
+        self.record_equivocation(proof, now_ms);
+        Ok(())
+    }
+
+    /// The origins proven to equivocate.
+    pub fn equivocators(&self) -> Vec<Equivocator> {
+        self.equivocations
+            .iter()
+            .map(|(origin, (proof, at))| Equivocator {
+                origin: *origin,
+                seq: proof.seq(),
+                detected_ms: *at,
+            })
+            .collect()
+    }
+
+    /// The encoded proofs held (for the admission hello).
+    pub fn proofs(&self) -> Vec<Vec<u8>> {
+        self.equivocations
+            .values()
+            .map(|(p, _)| p.encode())
+            .collect()
     }
 
     /// Refreshes the delay percentiles and checkpoints the documents when
@@ -993,6 +1174,7 @@ impl<S: Store> CoreState<S> {
         if !self.dirty {
             return Ok(Commit {
                 publish: Vec::new(),
+                proofs: Vec::new(),
                 durable: self.durable.clone(),
             });
         }
@@ -1019,6 +1201,7 @@ impl<S: Store> CoreState<S> {
         self.metrics.revision.set(self.durable.sum() as i64);
         Ok(Commit {
             publish: std::mem::take(&mut self.staged),
+            proofs: std::mem::take(&mut self.new_proofs),
             durable: self.durable.clone(),
         })
     }
@@ -1053,6 +1236,7 @@ impl<S: Store> CoreState<S> {
             delay_p99_ms: self.delay_percentiles.1,
             failed: self.failed.clone(),
             newest: self.newest.clone(),
+            equivocators: Arc::new(self.equivocators()),
         }
     }
 
@@ -1229,18 +1413,27 @@ pub fn run_batch<S: Store>(
     }
     if !batch.peers.is_empty() {
         let began = Instant::now();
-        let (groups, replies): (Vec<_>, Vec<_>) = batch
-            .peers
-            .into_iter()
-            .map(
-                |PeerCommand::Remote {
-                     deltas,
-                     source,
-                     signatures,
-                     reply,
-                 }| ((deltas, source, signatures), reply),
-            )
-            .unzip();
+        let mut groups = Vec::with_capacity(batch.peers.len());
+        let mut replies = Vec::with_capacity(batch.peers.len());
+        for command in batch.peers {
+            match command {
+                PeerCommand::Remote {
+                    deltas,
+                    source,
+                    signatures,
+                    reply,
+                } => {
+                    groups.push((deltas, source, signatures));
+                    replies.push(reply);
+                }
+                PeerCommand::Proof { bytes } => {
+                    if let Err(e) = state.receive_proof(&bytes, now_ms) {
+                        tracing::debug!(error = %e, "refused an equivocation proof");
+                        metrics.reject(e.kind(), Source::Gossip);
+                    }
+                }
+            }
+        }
         for (verdicts, reply) in state.receive_with(groups, now_ms).into_iter().zip(replies) {
             // Relays forward on this verdict without waiting for the flush.
             let _ = reply.send(verdicts);
@@ -1270,6 +1463,9 @@ pub fn run_batch<S: Store>(
                 // The network drains this channel in its own loop and never
                 // waits on the core, so a blocking send cannot deadlock.
                 let _ = events.blocking_send(CoreEvent::Publish(bytes));
+            }
+            for proof in commit.proofs {
+                let _ = events.blocking_send(CoreEvent::Equivocation(proof));
             }
         }
         Err(e) => {
@@ -1301,6 +1497,38 @@ pub fn run_core<S: Store>(
         }
     }
     tracing::info!("core stopped");
+}
+
+/// The stored form of the proofs held: per origin, the time it was
+/// detected (u64 BE), the proof's length (u32 BE) and the proof.
+fn encode_proofs(proofs: &std::collections::BTreeMap<NodeId, (Equivocation, u64)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (proof, at) in proofs.values().take(MAX_EQUIVOCATIONS) {
+        let bytes = proof.encode();
+        out.extend_from_slice(&at.to_be_bytes());
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+fn decode_proofs(
+    mut bytes: &[u8],
+) -> Result<std::collections::BTreeMap<NodeId, (Equivocation, u64)>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    while !bytes.is_empty() {
+        let (at, rest) = bytes.split_first_chunk::<8>().ok_or("truncated time")?;
+        let (len, rest) = rest.split_first_chunk::<4>().ok_or("truncated length")?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if len > rest.len() {
+            return Err("truncated proof".into());
+        }
+        let (proof, rest) = rest.split_at(len);
+        let proof = Equivocation::decode(proof).map_err(|e| e.to_string())?;
+        out.insert(proof.origin(), (proof, u64::from_be_bytes(*at)));
+        bytes = rest;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -97,6 +97,23 @@ pub struct Nodes {
     pub this: Option<NodeEntry>,
     /// Every other node known, by peer id (bounded by the peer table).
     pub nodes: Vec<NodeEntry>,
+    /// Origins proven to have signed two different deltas with one seq:
+    /// their deltas are refused from then on, on every node that holds
+    /// the proof.
+    #[serde(default)]
+    pub equivocators: Vec<EquivocatorEntry>,
+}
+
+/// An origin proven to equivocate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EquivocatorEntry {
+    /// Its node id (hex) and peer id.
+    pub origin: String,
+    pub peer_id: Option<String>,
+    /// The seq it signed twice.
+    pub seq: u64,
+    /// When this node learnt it (Unix ms).
+    pub detected_ms: u64,
 }
 
 /// A node as its latest status shows it.
@@ -222,7 +239,29 @@ pub fn nodes_view(state: &ApiState) -> Nodes {
             linked: n.neighbour,
         })
         .collect();
-    Nodes { this, nodes }
+    let equivocators = state
+        .core_status
+        .borrow()
+        .equivocators
+        .iter()
+        .map(|e| EquivocatorEntry {
+            origin: e.origin.to_string(),
+            peer_id: libp2p::identity::ed25519::PublicKey::try_from_bytes(e.origin.as_bytes())
+                .ok()
+                .map(|k| {
+                    libp2p::identity::PublicKey::from(k)
+                        .to_peer_id()
+                        .to_string()
+                }),
+            seq: e.seq,
+            detected_ms: e.detected_ms,
+        })
+        .collect();
+    Nodes {
+        this,
+        nodes,
+        equivocators,
+    }
 }
 
 async fn nodes(State(state): State<ApiState>) -> Response {

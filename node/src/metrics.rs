@@ -31,6 +31,14 @@
 //! unknown_key), `hearsay_nodes{state}` (alive, suspect, down) and
 //! `hearsay_replication_delay_unmeasured_total` (deltas applied before their
 //! origin's clock offset was known, left out of the delay histogram).
+//!
+//! Admission and hostile peers add `hearsay_equivocations_total` and
+//! `hearsay_equivocators` (origins proven to sign two deltas with one seq),
+//! `hearsay_peer_disconnects_total{reason}` (links this node closed, by the
+//! admission machine's reason), `hearsay_peer_messages_dropped_total{reason}`
+//! (peer messages dropped unread: not admitted, over a rate), and
+//! `hearsay_origins_refused_total{reason}` (deltas whose origin is not
+//! admitted, revoked or equivocated), plus `hearsay_admitted_peers`.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -435,6 +443,19 @@ pub struct Metrics {
     /// Remote deltas applied while their origin's clock offset was unknown
     /// (no status from it yet): left out of the delay histogram.
     pub replication_delay_unmeasured: Counter,
+    /// Equivocations detected or learnt (new origins only).
+    pub equivocations: Counter,
+    /// Origins refused for equivocating.
+    pub equivocators: Gauge,
+    /// Links closed by admission and peer bounds, by reason.
+    pub peer_disconnects: Family<ReasonLabels, Counter>,
+    /// Peer messages dropped before decoding, by reason.
+    pub peer_messages_dropped: Family<ReasonLabels, Counter>,
+    /// Deltas refused for their origin (not admitted, revoked, expired), by
+    /// reason.
+    pub origins_refused: Family<ReasonLabels, Counter>,
+    /// Connected peers admitted now.
+    pub admitted_peers: Gauge,
     /// Totals behind the status's mean response time and error rate.
     pub responses: Arc<ResponseTotals>,
     registry: Arc<std::sync::Mutex<Registry>>,
@@ -515,6 +536,12 @@ impl Metrics {
             statuses_rejected: Family::default(),
             nodes: Family::default(),
             replication_delay_unmeasured: Counter::default(),
+            equivocations: Counter::default(),
+            equivocators: Gauge::default(),
+            peer_disconnects: Family::default(),
+            peer_messages_dropped: Family::default(),
+            origins_refused: Family::default(),
+            admitted_peers: Gauge::default(),
             responses: Arc::default(),
             registry: Arc::default(),
         };
@@ -679,6 +706,36 @@ impl Metrics {
             "Remote deltas applied before their origin's clock offset was known (not in the delay histogram)",
             m.replication_delay_unmeasured.clone(),
         );
+        r.register(
+            "equivocations",
+            "Origins newly proven to sign two different deltas with one seq",
+            m.equivocations.clone(),
+        );
+        r.register(
+            "equivocators",
+            "Origins refused for equivocating",
+            m.equivocators.clone(),
+        );
+        r.register(
+            "peer_disconnects",
+            "Links closed by admission or a peer bound, by reason",
+            m.peer_disconnects.clone(),
+        );
+        r.register(
+            "peer_messages_dropped",
+            "Peer messages dropped unread (not admitted, over a rate), by reason",
+            m.peer_messages_dropped.clone(),
+        );
+        r.register(
+            "origins_refused",
+            "Deltas refused for their origin (not admitted, revoked, expired, equivocated), by reason",
+            m.origins_refused.clone(),
+        );
+        r.register(
+            "admitted_peers",
+            "Connected peers that passed admission",
+            m.admitted_peers.clone(),
+        );
         let (lat, lon) = geo.map_or((String::new(), String::new()), |g| {
             (g.lat.to_string(), g.lon.to_string())
         });
@@ -709,7 +766,16 @@ impl Metrics {
             }
         }
         m.lag(UNKNOWN_REGION, 0);
-        for reason in ["malformed", "forged", "unknown_key"] {
+        for reason in hearsay_admission::Reason::ALL {
+            let reason = reason.as_str();
+            drop(m.peer_disconnects.get_or_create(&ReasonLabels { reason }));
+            drop(
+                m.peer_messages_dropped
+                    .get_or_create(&ReasonLabels { reason }),
+            );
+            drop(m.origins_refused.get_or_create(&ReasonLabels { reason }));
+        }
+        for reason in ["malformed", "forged", "unknown_key", "not_admitted"] {
             drop(m.statuses_rejected.get_or_create(&ReasonLabels { reason }));
         }
         for state in ["alive", "suspect", "down"] {

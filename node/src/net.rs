@@ -78,6 +78,10 @@ use crate::status::{self, OriginInfo, Origins, STATUS_TOPIC, StatusBody, Verifie
 use crate::store::{Store, read_page};
 use hearsay_topology::{Geo, State, Timeouts, Topology};
 
+mod admission;
+pub use admission::{AdminRequest, AdmissionParts, AdmissionStatus, CertificateView};
+use hearsay_admission::Kind as MessageKind;
+
 /// The gossipsub topic deltas are pushed on.
 pub const DELTA_TOPIC: &str = "hearsay/deltas/1";
 /// The anti-entropy request-response protocol.
@@ -134,6 +138,71 @@ pub const REGISTRY_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outbound registry requests whose replies are held at once (including
 /// ones addressed to this node); more are refused at once.
 pub const MAX_REGISTRY_IN_FLIGHT: usize = 256;
+
+/// The admission handshake's request-response protocol: on a node's first
+/// connection to a peer each side sends a [`Hello`] and answers with its
+/// own.
+pub const ADMISSION_PROTOCOL: StreamProtocol = StreamProtocol::new("/hearsay/admission/1");
+/// The gossipsub topic of admission notices ([`Notice`]): revocations and
+/// equivocation proofs, spread to every node.
+pub const ADMISSION_TOPIC: &str = "hearsay/admission/1";
+/// Revocations carried in one hello (the machine keeps at most 4,096).
+pub const HELLO_MAX_REVOCATIONS: usize = 4096;
+/// Equivocation proofs carried in one hello.
+pub const HELLO_MAX_PROOFS: usize = 16;
+/// The codec's limit on a hello: the certificate, every revocation (about
+/// 150 bytes each) and the proofs (two deltas each).
+const HELLO_WIRE_MAX: u64 = (2 << 20) + (HELLO_MAX_PROOFS * 2 * (MAX_DELTA_BYTES + 256)) as u64;
+/// Application score gossipsub gives a peer that is not admitted (yet): far
+/// below its graylist threshold, so nothing is published to it, it is kept
+/// out of the mesh and its messages are dropped unread.
+pub const NOT_ADMITTED_SCORE: f64 = -1000.0;
+
+/// What a node presents on connect: its certificate (none in an open mesh)
+/// and what it knows that every node must know: the revocations and the
+/// equivocation proofs it holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`hearsay_admission::Certificate::encode`] of the sender's
+    /// certificate.
+    pub certificate: Option<ByteBuf>,
+    /// [`hearsay_admission::Revocation::encode`] of each revocation held.
+    pub revocations: Vec<ByteBuf>,
+    /// [`hearsay_crdt::Equivocation::encode`] of each proof held.
+    pub proofs: Vec<ByteBuf>,
+}
+
+/// A message on [`ADMISSION_TOPIC`]: one tag byte, then the encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Revocation(Vec<u8>),
+    Equivocation(Vec<u8>),
+}
+
+impl Notice {
+    const REVOCATION: u8 = 1;
+    const EQUIVOCATION: u8 = 2;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, body) = match self {
+            Notice::Revocation(b) => (Self::REVOCATION, b),
+            Notice::Equivocation(b) => (Self::EQUIVOCATION, b),
+        };
+        let mut out = Vec::with_capacity(1 + body.len());
+        out.push(tag);
+        out.extend_from_slice(body);
+        out
+    }
+
+    pub fn decode(data: &[u8]) -> Option<Notice> {
+        let (tag, body) = data.split_first()?;
+        match *tag {
+            Self::REVOCATION => Some(Notice::Revocation(body.to_vec())),
+            Self::EQUIVOCATION => Some(Notice::Equivocation(body.to_vec())),
+            _ => None,
+        }
+    }
+}
 
 /// Anti-entropy request: "this is what I have".
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,6 +264,8 @@ pub struct Behaviour {
     pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
     /// The name registry's messages, on their own streams.
     pub registry: request_response::cbor::Behaviour<RegistryMessage, RegistryMessage>,
+    /// The admission handshake.
+    pub admission: request_response::cbor::Behaviour<Hello, Hello>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     /// Off when discovery is off (`target_peers = 0`): kad dials the peers
@@ -219,10 +290,12 @@ pub fn build_swarm(
         .map_err(|e| NetError::Build(e.to_string()))?
         .with_quic()
         .with_behaviour(|key| {
-            let gossipsub = gossipsub::Behaviour::new(
+            let mut gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Anonymous,
                 gossip_config()?,
             )?;
+            let (params, thresholds) = gossip_scoring();
+            gossipsub.with_peer_score(params, thresholds)?;
             let codec = request_response::cbor::codec::Codec::default()
                 .set_request_size_maximum(SYNC_REQUEST_MAX)
                 .set_response_size_maximum(SYNC_RESPONSE_MAX);
@@ -241,6 +314,15 @@ pub fn build_swarm(
                 request_response::Config::default()
                     .with_request_timeout(REGISTRY_REQUEST_TIMEOUT)
                     .with_max_concurrent_streams(64),
+            );
+            let admission = request_response::Behaviour::with_codec(
+                request_response::cbor::codec::Codec::default()
+                    .set_request_size_maximum(HELLO_WIRE_MAX)
+                    .set_response_size_maximum(HELLO_WIRE_MAX),
+                [(ADMISSION_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(10))
+                    .with_max_concurrent_streams(8),
             );
             let peer_id = key.public().to_peer_id();
             let mut kad = kad::Behaviour::with_config(
@@ -261,6 +343,7 @@ pub fn build_swarm(
                 gossipsub,
                 sync,
                 registry,
+                admission,
                 identify: identify::Behaviour::new(
                     identify::Config::new("/hearsay/1".into(), key.public())
                         .with_agent_version(format!("hearsay/{}", env!("CARGO_PKG_VERSION"))),
@@ -307,6 +390,39 @@ pub fn gossip_config() -> Result<gossipsub::Config, gossipsub::ConfigBuilderErro
         .build()
 }
 
+/// Gossipsub's peer scoring, as every member of the mesh sets it. Two
+/// inputs count: the application score, which the node sets from admission
+/// (0 for an admitted peer, [`NOT_ADMITTED_SCORE`] until then), and invalid
+/// messages (P4: every message the node rejects costs its sender, squared
+/// and decaying), so a peer that sends what no honest node sends falls below
+/// the graylist threshold, where gossipsub drops its messages unread. The
+/// delivery-rate inputs (P1-P3) are off: a quiet mesh is not a fault, and
+/// every node of a test mesh shares one address (so no IP colocation
+/// penalty either).
+pub fn gossip_scoring() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.0,
+        first_message_deliveries_weight: 0.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -10.0,
+        invalid_message_deliveries_decay: 0.5,
+        ..Default::default()
+    };
+    let topics = [DELTA_TOPIC, STATUS_TOPIC, ADMISSION_TOPIC]
+        .into_iter()
+        .map(|t| (IdentTopic::new(t).hash(), topic.clone()))
+        .collect();
+    let params = gossipsub::PeerScoreParams {
+        topics,
+        app_specific_weight: 1.0,
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
+    (params, gossipsub::PeerScoreThresholds::default())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("building the swarm: {0}")]
@@ -331,6 +447,8 @@ pub struct NetStatus {
     /// The failure detector's thresholds, to tell a node's state from its
     /// heartbeat age.
     pub timeouts: Timeouts,
+    /// Who may be a peer, as of the last refresh.
+    pub admission: AdmissionStatus,
 }
 
 /// Another node as its latest verified status shows it.
@@ -504,6 +622,8 @@ pub struct NetParts<S> {
     /// The registry service's channels. `None`: the protocol is still
     /// served, but every inbound request is dropped (and counted).
     pub registry: Option<RegistryPort>,
+    /// Who may be a peer.
+    pub admission: AdmissionParts,
 }
 
 /// Work the actor waits for without blocking its loop.
@@ -531,6 +651,8 @@ enum Pending {
     /// A registry request addressed to this node was answered (or
     /// abandoned).
     RegistryLocalDone,
+    /// Background work that needs no follow-up.
+    Done,
 }
 
 struct Net<S> {
@@ -597,6 +719,9 @@ struct Net<S> {
     /// Reply channels of the registry requests sent, until the response or
     /// the failure.
     registry_calls: RegistryCalls<OutboundRequestId>,
+    /// Admission: who may be a peer, per-peer budgets.
+    gate: admission::Gate,
+    operator: Option<hearsay_admission::OperatorId>,
 }
 
 /// Where the answer to a registry request goes.
@@ -662,7 +787,8 @@ pub async fn run<S: Store>(
     }
     let topic = IdentTopic::new(DELTA_TOPIC);
     let status_topic = IdentTopic::new(STATUS_TOPIC);
-    for t in [&topic, &status_topic] {
+    let admission_topic = IdentTopic::new(ADMISSION_TOPIC);
+    for t in [&topic, &status_topic, &admission_topic] {
         swarm
             .behaviour_mut()
             .gossipsub
@@ -698,7 +824,13 @@ pub async fn run<S: Store>(
         Some(port) => (Some(port.outbound), Some(port.inbound)),
         None => (None, None),
     };
+    let operator = parts.admission.config.operator;
+    let me = status::node_id(swarm.local_peer_id())
+        .ok_or_else(|| NetError::Build("the node key is not an ed25519 key".to_owned()))?;
+    let (gate, stored_revocations) = admission::Gate::new(parts.admission, me, &parts.store);
     let mut net = Net {
+        gate,
+        operator,
         registry_out,
         registry_in,
         registry_calls: RegistryCalls::new(),
@@ -738,6 +870,7 @@ pub async fn run<S: Store>(
         pending: FuturesUnordered::new(),
         inbox: VecDeque::new(),
     };
+    net.admission_start(stored_revocations);
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeat = tokio::time::interval(STATUS_PUBLISH_EVERY);
@@ -768,6 +901,11 @@ pub async fn run<S: Store>(
                 net.timer.as_mut().reset(Instant::now() + Duration::from_secs(3600));
                 net.feed(Event::Tick);
             }
+            () = &mut net.gate.timer => {
+                net.gate.timer.as_mut().reset(Instant::now() + Duration::from_secs(3600));
+                net.gate_feed(hearsay_admission::Event::Tick);
+            }
+            Some(request) = net.gate.admin.recv() => net.on_admin(request),
             () = &mut net.topology_timer => {
                 net.topology_timer.as_mut().reset(Instant::now() + Duration::from_secs(3600));
                 net.feed_topology(hearsay_topology::Event::Tick);
@@ -979,6 +1117,7 @@ impl<S: Store> Net<S> {
                 }
                 self.metrics.timed(Stage::Publish, began);
             }
+            CoreEvent::Equivocation(proof) => self.on_core_proof(proof),
         }
     }
 
@@ -991,6 +1130,13 @@ impl<S: Store> Net<S> {
             } => {
                 if matches!(batch, Batch::Gossip { .. }) {
                     self.metrics.timed(Stage::Deliver, sent);
+                }
+                // A forged copy of a held delta is found only by the core.
+                if verdicts.iter().any(|v| v.blames_sender()) {
+                    let from = match &batch {
+                        Batch::Gossip { from, .. } | Batch::Page { from } => *from,
+                    };
+                    self.misbehaved(from, "a delta no honest node sends");
                 }
                 // The core publishes its durable vector before it answers:
                 // hand it over first, so a next page is asked for with it.
@@ -1021,6 +1167,7 @@ impl<S: Store> Net<S> {
                 None => self.registry_dropped(None, "unanswered"),
             },
             Pending::RegistryLocalDone => self.registry_calls.local -= 1,
+            Pending::Done => {}
         }
     }
 
@@ -1198,12 +1345,15 @@ impl<S: Store> Net<S> {
         let nodes = std::mem::take(&mut self.nodes_dirty)
             .then(|| Arc::new(self.nodes.values().cloned().collect::<Vec<_>>()));
         let timeouts = *self.topology.table().timeouts();
+        let admission = self.admission_status();
         self.status.send_if_modified(|s| {
             let changed = s.peers != peers
                 || s.listen_addrs != self.listen_addrs
                 || s.known != known
-                || nodes.is_some();
+                || nodes.is_some()
+                || s.admission != admission;
             s.peers = peers;
+            s.admission = admission;
             s.listen_addrs.clone_from(&self.listen_addrs);
             s.known = known;
             s.timeouts = timeouts;
@@ -1299,6 +1449,7 @@ impl<S: Store> Net<S> {
                 .collect(),
             uptime_s: self.started.elapsed().as_secs(),
             timestamp_ms: self.announce.wall_ms(),
+            certificate: self.gate.machine.own_certificate().map(|c| c.to_text()),
         };
         let bytes = status::encode(&self.identity, &body);
         if let Err(e) = self
@@ -1335,6 +1486,36 @@ impl<S: Store> Net<S> {
     /// A status from gossip: verify, learn, feed the topology.
     fn on_status(&mut self, from: PeerId, id: MessageId, author: Option<PeerId>, data: &[u8]) {
         let verdict = status::verify(author.as_ref(), data);
+        // In a closed mesh a status speaks for an admitted node only; it
+        // carries the node's certificate, learnt here for origin checks.
+        let mut refused_origin = false;
+        if let Ok(v) = &verdict
+            && !self.gate.machine.is_open()
+            && v.peer != *self.swarm.local_peer_id()
+        {
+            if let Some(text) = &v.body.certificate {
+                self.learn_certificate(text);
+            }
+            refused_origin = status::node_id(&v.peer).is_none_or(|node| {
+                self.gate
+                    .machine
+                    .origin_allowed(self.announce.wall_ms(), &node)
+                    .is_err()
+            });
+        }
+        if refused_origin {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&id, &from, MessageAcceptance::Ignore);
+            self.metrics
+                .statuses_rejected
+                .get_or_create(&crate::metrics::ReasonLabels {
+                    reason: "not_admitted",
+                })
+                .inc();
+            return;
+        }
         let acceptance = match &verdict {
             Ok(v) if self.is_stale(v) => MessageAcceptance::Ignore,
             Ok(_) => MessageAcceptance::Accept,
@@ -1477,10 +1658,8 @@ impl<S: Store> Net<S> {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                     self.seen
                         .connected(peer_id, endpoint.get_remote_address().clone());
-                    self.feed(Event::PeerUp {
-                        peer: peer_id,
-                        dialer: endpoint.is_dialer(),
-                    });
+                    // A mesh member (sync, topology) once admitted.
+                    self.admission_connected(peer_id, endpoint.is_dialer());
                 }
                 self.publish_status();
             }
@@ -1492,10 +1671,7 @@ impl<S: Store> Net<S> {
                 if num_established == 0 {
                     tracing::info!(peer = %peer_id, "disconnected");
                     self.seen.disconnected(peer_id);
-                    if !self.light.remove(&peer_id) {
-                        self.feed(Event::PeerDown { peer: peer_id });
-                    }
-                    self.member_down(peer_id);
+                    self.admission_closed(peer_id);
                 }
                 self.publish_status();
             }
@@ -1523,22 +1699,43 @@ impl<S: Store> Net<S> {
                         message_id,
                         message,
                     } => {
-                        if message.topic == self.status_topic.hash() {
-                            self.on_status(
+                        let kind = if message.topic == self.status_topic.hash() {
+                            MessageKind::Status
+                        } else if message.topic == self.gate.topic.hash() {
+                            MessageKind::Admission
+                        } else {
+                            MessageKind::Gossip
+                        };
+                        // Charged to the peer first: over its budgets, or
+                        // not admitted, the message is dropped unread.
+                        if !self.admit_message(&propagation_source, kind, message.data.len()) {
+                            self.swarm
+                                .behaviour_mut()
+                                .gossipsub
+                                .report_message_validation_result(
+                                    &message_id,
+                                    &propagation_source,
+                                    MessageAcceptance::Ignore,
+                                );
+                            return;
+                        }
+                        match kind {
+                            MessageKind::Status => self.on_status(
                                 propagation_source,
                                 message_id,
                                 message.source,
                                 &message.data,
-                            );
-                        } else {
-                            self.on_gossip(propagation_source, message_id, &message.data)
+                            ),
+                            MessageKind::Admission => {
+                                self.on_notice(propagation_source, message_id, &message.data)
+                            }
+                            _ => self.on_gossip(propagation_source, message_id, &message.data),
                         }
                     }
                     gossipsub::Event::Subscribed { peer_id, topic }
                         if topic == self.topic.hash() =>
                     {
-                        self.feed(Event::Subscribed { peer: peer_id });
-                        self.member_up(peer_id);
+                        self.admission_subscribed(peer_id);
                     }
                     _ => {}
                 }
@@ -1548,6 +1745,17 @@ impl<S: Store> Net<S> {
                     request_response::Message::Request {
                         request, channel, ..
                     } => {
+                        // Not admitted or over its budget: the channel is
+                        // dropped, and the requester sees a failure.
+                        if !self.is_up(&peer)
+                            || !self.admit_message(
+                                &peer,
+                                MessageKind::SyncRequest,
+                                request.version_vector.len(),
+                            )
+                        {
+                            return;
+                        }
                         let id = RequestId(self.next_request);
                         self.next_request += 1;
                         self.requests.insert(id, channel);
@@ -1579,7 +1787,13 @@ impl<S: Store> Net<S> {
             }) => match message {
                 request_response::Message::Request {
                     request, channel, ..
-                } => self.on_registry_request(peer, request.0, channel),
+                } => {
+                    if self.is_up(&peer)
+                        && self.admit_message(&peer, MessageKind::Registry, request.0.len())
+                    {
+                        self.on_registry_request(peer, request.0, channel)
+                    }
+                }
                 request_response::Message::Response {
                     request_id,
                     response,
@@ -1603,6 +1817,7 @@ impl<S: Store> Net<S> {
                 tracing::debug!(%peer, %error, "registry request not answered");
             }
             BehaviourEvent::Registry(_) => {}
+            BehaviourEvent::Admission(event) => self.on_admission_event(event),
             BehaviourEvent::Identify(event) => {
                 self.p2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = event {
@@ -1666,6 +1881,14 @@ impl<S: Store> Net<S> {
     /// sync machine can forward it before the core applies it.
     fn on_gossip(&mut self, from: PeerId, id: MessageId, data: &[u8]) {
         match Delta::decode_verified(data) {
+            // A relay may not know yet that an origin was revoked: its
+            // delta is ignored, not blamed on the relay.
+            Ok(delta) if !self.origin_ok(&delta) => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &from, MessageAcceptance::Ignore);
+            }
             Ok(delta) => self.feed(Event::Gossip { from, id, delta }),
             Err(e) => {
                 tracing::debug!(%from, error = %e, "gossip refused");
@@ -1676,16 +1899,29 @@ impl<S: Store> Net<S> {
     }
 
     fn on_sync_response(&mut self, from: PeerId, response: SyncResponse) {
+        if !self.is_up(&from) {
+            return;
+        }
         let more = response.more;
         let mut deltas = Vec::with_capacity(response.deltas.len().min(SYNC_PAGE_DELTAS));
+        let mut forged = false;
         // Signatures are checked here, off the core's thread (which then
         // skips the check), so a large page is verified while the core
-        // applies the previous one.
+        // applies the previous one. A page is held to the same rules as
+        // pushed deltas: forged or altered ones are refused and cost the
+        // sender, those of a refused origin are left out.
         for bytes in response.deltas.iter().take(SYNC_PAGE_DELTAS) {
             match Delta::decode_verified(bytes) {
+                Ok(d) if !self.origin_ok(&d) => {}
                 Ok(d) => deltas.push(d),
-                Err(e) => self.metrics.reject(e.kind(), Source::Sync),
+                Err(e) => {
+                    forged = true;
+                    self.metrics.reject(e.kind(), Source::Sync);
+                }
             }
+        }
+        if forged {
+            self.misbehaved(from, "forged or altered deltas in a sync page");
         }
         self.feed(Event::SyncPage { from, deltas, more });
     }
@@ -1879,6 +2115,12 @@ mod tests {
                     topology: hearsay_topology::Config::default(),
                     origins: Origins::default(),
                     registry,
+                    admission: AdmissionParts {
+                        config: hearsay_admission::Config::default(),
+                        certificate: None,
+                        proofs: Vec::new(),
+                        admin: mpsc::channel(1).1,
+                    },
                 },
                 stop_rx,
             ));

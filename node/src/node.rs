@@ -41,6 +41,8 @@ pub enum NodeError {
     Net(#[from] net::NetError),
     #[error("name registry: {0}")]
     Registry(String),
+    #[error("admission: {0}")]
+    Admission(String),
     #[error("the core thread failed (see the log above)")]
     CoreFailed,
     #[error("HTTP on {addr}: {why}")]
@@ -92,6 +94,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         .expect("store open task")?
     };
     let store = core.store().clone();
+    let proofs = core.proofs();
+    let key_id = core.id();
     let log: crate::events::Log = Arc::new(store.clone());
     let (client_tx, client_rx) = mpsc::channel(settings.client_queue);
     let (peer_tx, peer_rx) = mpsc::channel(PEER_QUEUE);
@@ -122,6 +126,18 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let (net_status_tx, net_status) = watch::channel(net::NetStatus::default());
     let (registry_out_tx, registry_out_rx) = mpsc::channel(crate::registry::REGISTRY_QUEUE);
     let (registry_in_tx, registry_in_rx) = mpsc::channel(crate::registry::REGISTRY_QUEUE);
+    let certificate = settings
+        .load_certificate()
+        .map_err(|e| NodeError::Admission(e.to_string()))?;
+    if let Some(cert) = &certificate
+        && cert.node != key_id
+    {
+        return Err(NodeError::Admission(format!(
+            "the certificate admits node {} but this node's key is {key_id}",
+            cert.node
+        )));
+    }
+    let (admin_tx, admin_rx) = mpsc::channel(16);
     let swarm = net::build_swarm(
         identity.clone(),
         settings.max_connections,
@@ -161,6 +177,15 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
                 outbound: registry_out_rx,
                 inbound: registry_in_tx,
             }),
+            admission: net::AdmissionParts {
+                config: hearsay_admission::Config {
+                    operator: settings.operator,
+                    ..hearsay_admission::Config::default()
+                },
+                certificate,
+                proofs,
+                admin: admin_rx,
+            },
         },
         stop_rx.clone(),
     ));
@@ -219,6 +244,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         }),
         log,
         events: settings.events,
+        admin: Some(admin_tx),
     };
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(

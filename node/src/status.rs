@@ -82,6 +82,11 @@ pub struct StatusBody {
     pub uptime_s: u64,
     /// Its wall clock (Unix ms) when it signed this status.
     pub timestamp_ms: u64,
+    /// Its certificate ([`hearsay_admission::Certificate::to_text`]) in a
+    /// mesh with an operator, so every node learns which origins were
+    /// admitted, also those it has no link to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
 }
 
 /// Why a status was refused; [`Rejection::reason`] is the metric label.
@@ -371,6 +376,7 @@ mod tests {
             neighbours: vec![PeerId::random().to_string()],
             uptime_s: 12,
             timestamp_ms: 1_700_000_000_000,
+            certificate: None,
         }
     }
 
@@ -512,6 +518,7 @@ mod fuzz {
             ],
             uptime_s: 12,
             timestamp_ms: 1_700_000_000_000,
+            certificate: None,
         }
     }
 

@@ -188,6 +188,7 @@ mod tests {
             }),
             log: Arc::new(crate::store::MemoryStore::default()),
             events: Default::default(),
+            admin: None,
         };
         router(state)
     }

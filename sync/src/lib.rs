@@ -27,7 +27,8 @@
 //!   origin's signature already checked by the translator (one check per
 //!   hop: gossipsub itself signs nothing, since every delta and status
 //!   carries its origin's signature end to end). One this node already
-//!   holds durably is ignored at once, and not handed to the core. Any other
+//!   holds durably is not forwarded, and goes to the core only to be
+//!   compared with the copy held (equivocation detection). Any other
 //!   is forwarded at once and handed to the core in parallel, so a relay's
 //!   apply and flush are not on the path to the next hop. What does not
 //!   decode or verify is rejected (and so penalises the sender): no honest
@@ -487,10 +488,20 @@ where
             Event::Gossip { from, id, delta } => {
                 self.heard(now, &from);
                 if delta.seq <= self.durable.get(&delta.origin) {
+                    // Held already: not forwarded. Still handed to the
+                    // core, which compares it with the copy it holds: the
+                    // same bytes come back as a gossip message only after
+                    // gossipsub's duplicate cache forgot them, so a second
+                    // copy here is most often a different delta with a
+                    // taken seq (forged, or an equivocation to prove).
                     out.push(Command::ReportGossip {
-                        id,
+                        id: id.clone(),
                         from,
                         acceptance: Acceptance::Ignore,
+                    });
+                    out.push(Command::Deliver {
+                        batch: Batch::Gossip { from, id },
+                        deltas: vec![delta],
                     });
                     return out;
                 }

@@ -616,7 +616,7 @@ fn gossip_is_forwarded_on_arrival_and_delivered_in_parallel() {
 }
 
 #[test]
-fn gossip_this_node_holds_durably_is_ignored_without_the_core() {
+fn gossip_this_node_holds_durably_is_not_forwarded_but_compared_by_the_core() {
     let mut m = connected(&[1]);
     let d = delta(4, 3);
     let durable: VersionVector = [(d.origin, 3)].into_iter().collect();
@@ -632,7 +632,16 @@ fn gossip_this_node_holds_durably_is_ignored_without_the_core() {
             },
         )
     };
-    assert_eq!(gossip(&mut m, d), vec![report(Acceptance::Ignore)]);
+    assert_eq!(
+        gossip(&mut m, d.clone()),
+        vec![
+            report(Acceptance::Ignore),
+            Command::Deliver {
+                batch: Batch::Gossip { from: 1, id: 5 },
+                deltas: vec![d],
+            }
+        ]
+    );
     // The next seq is new: forwarded and delivered.
     let next = delta(4, 4);
     assert_eq!(gossip(&mut m, next.clone())[0], report(Acceptance::Accept));

@@ -85,6 +85,7 @@ impl Fixture {
             }),
             log: Arc::new(MemoryStore::default()),
             events: crate::events::StreamConfig::default(),
+            admin: None,
         };
         Fixture {
             rt,

@@ -39,6 +39,7 @@ fn api(
             Metrics::new("test", None),
         )),
         events: crate::events::StreamConfig::default(),
+        admin: None,
     };
     (router(state), core, queue)
 }

@@ -525,7 +525,10 @@ fn a_peer_flood_never_turns_into_client_refusals() {
     drop((client_tx, peer_tx));
     thread.join().unwrap();
     let published: usize = std::iter::from_fn(|| events.try_recv().ok())
-        .map(|CoreEvent::Publish(d)| d.len())
+        .map(|e| match e {
+            CoreEvent::Publish(d) => d.len(),
+            CoreEvent::Equivocation(_) => 0,
+        })
         .sum();
     assert_eq!(published, CLIENT_QUEUE);
     assert_eq!(

@@ -109,6 +109,7 @@ mod tests {
             neighbours: vec![],
             uptime_s: 1,
             timestamp_ms: 1,
+            certificate: None,
         };
         Host {
             status: Arc::new(verify(Some(&peer), &encode(&key, &body)).unwrap()),
