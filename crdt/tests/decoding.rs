@@ -254,6 +254,7 @@ fn a_forged_origin_is_a_bad_signature() {
 // ---- nothing panics ----------------------------------------------------------
 
 fn try_everything(bytes: &[u8]) {
+    let _ = hearsay_crdt::Equivocation::decode(bytes);
     let _ = Delta::decode(bytes);
     let _ = Delta::decode_verified(bytes);
     let _ = VersionVector::from_bytes(bytes);
@@ -318,8 +319,17 @@ fn version_vector() -> impl Strategy<Value = VersionVector> {
     })
 }
 
+/// `HEARSAY_FUZZ_CASES` raises the case count of the decoder fuzzing
+/// (`HEARSAY_FUZZ_CASES=100000 cargo test -p hearsay-crdt --test decoding`).
+fn cases(default: u32) -> u32 {
+    std::env::var("HEARSAY_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(default, |n: u32| n.max(default))
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(2000), ..ProptestConfig::default() })]
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
@@ -329,6 +339,11 @@ proptest! {
         magic.extend_from_slice(&bytes);
         try_everything(&magic);
         prop_assert!(Delta::decode_verified(&magic).is_err());
+        // And behind the proof magic, with a length that claims more.
+        let mut proof = b"HSE1".to_vec();
+        proof.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        proof.extend_from_slice(&bytes);
+        prop_assert!(hearsay_crdt::Equivocation::decode(&proof).is_err());
     }
 
     #[test]
@@ -387,7 +402,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(500), ..ProptestConfig::default() })]
 
     /// A delta validly signed by its origin whose change is not an automerge
     /// change is refused as malformed and changes nothing, whether it is next

@@ -394,8 +394,9 @@ pub fn gossip_config() -> Result<gossipsub::Config, gossipsub::ConfigBuilderErro
 /// inputs count: the application score, which the node sets from admission
 /// (0 for an admitted peer, [`NOT_ADMITTED_SCORE`] until then), and invalid
 /// messages (P4: every message the node rejects costs its sender, squared
-/// and decaying), so a peer that sends what no honest node sends falls below
-/// the graylist threshold, where gossipsub drops its messages unread. The
+/// and halved every second), so a peer that keeps sending what no honest
+/// node sends (about nine such messages in a second) falls below the
+/// graylist threshold, where gossipsub drops its messages unread. The
 /// delivery-rate inputs (P1-P3) are off: a quiet mesh is not a fault, and
 /// every node of a test mesh shares one address (so no IP colocation
 /// penalty either).
@@ -406,7 +407,7 @@ pub fn gossip_scoring() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThre
         first_message_deliveries_weight: 0.0,
         mesh_message_deliveries_weight: 0.0,
         mesh_failure_penalty_weight: 0.0,
-        invalid_message_deliveries_weight: -10.0,
+        invalid_message_deliveries_weight: -1.0,
         invalid_message_deliveries_decay: 0.5,
         ..Default::default()
     };

@@ -1002,3 +1002,123 @@ mod user_keys {
         assert_eq!(core.version_vector().sum(), revision, "nothing written");
     }
 }
+
+/// Two different deltas with one origin and seq: two replicas of the same
+/// key that each wrote once.
+fn equivocating_pair(secret: u8) -> (Delta, Delta) {
+    let a = remote_deltas(secret, 1).remove(0);
+    let mut other = open(MemoryStore::default(), secret);
+    other
+        .write(Write::CreatePost(new_post("the other story")), T0 + 7)
+        .unwrap();
+    let b = other.commit().unwrap().publish.remove(0);
+    assert_eq!((a.origin, a.seq), (b.origin, b.seq));
+    assert_ne!(a, b);
+    (a, b)
+}
+
+#[test]
+fn a_second_delta_with_a_held_seq_is_proof_of_equivocation() {
+    let (a, b) = equivocating_pair(9);
+    let origin = a.origin;
+    let mut core = open(MemoryStore::default(), 1);
+    assert_eq!(
+        core.receive(vec![(vec![a.clone()], Source::Gossip)], T0),
+        vec![vec![Verdict::Accepted]]
+    );
+    // The same bytes again: a plain duplicate.
+    assert_eq!(
+        core.receive(vec![(vec![a.clone()], Source::Sync)], T0),
+        vec![vec![Verdict::Duplicate]]
+    );
+    // Another delta the origin signed with seq 1 (in the same batch as
+    // a copy of the first, still a plain duplicate).
+    assert_eq!(
+        core.receive(vec![(vec![b.clone(), a.clone()], Source::Gossip)], T0 + 1),
+        vec![vec![
+            Verdict::Rejected(ErrorKind::Equivocated),
+            Verdict::Duplicate
+        ]]
+    );
+    let listed = core.equivocators();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].origin, listed[0].seq), (origin, 1));
+    // Published only once durable, then never again for the same origin.
+    let commit = core.commit().unwrap();
+    assert_eq!(commit.proofs.len(), 1);
+    let proof = Equivocation::decode(&commit.proofs[0]).unwrap();
+    assert_eq!(
+        proof.deltas(),
+        if a.signature < b.signature {
+            (&a, &b)
+        } else {
+            (&b, &a)
+        }
+    );
+    assert!(core.receive_proof(&commit.proofs[0], T0 + 2).is_ok());
+    assert!(core.commit().unwrap().proofs.is_empty());
+    // The proof survives a restart and keeps refusing the origin.
+    let store = core.store().crashed();
+    let mut again = open(store, 1);
+    assert_eq!(again.equivocators().len(), 1);
+    let later = remote_deltas(9, 2).remove(1);
+    assert_eq!(
+        again.receive(vec![(vec![later], Source::Sync)], T0 + 3),
+        vec![vec![Verdict::Rejected(ErrorKind::Equivocated)]]
+    );
+}
+
+#[test]
+fn a_forged_copy_of_a_held_delta_is_blamed_not_proof() {
+    let (a, _) = equivocating_pair(9);
+    let mut core = open(MemoryStore::default(), 1);
+    core.receive(vec![(vec![a.clone()], Source::Gossip)], T0);
+    core.commit().unwrap();
+    let mut forged = a.clone();
+    forged.origin_time_ms += 1;
+    let verdicts = core.receive(vec![(vec![forged], Source::Gossip)], T0 + 1);
+    assert_eq!(
+        verdicts,
+        vec![vec![Verdict::Rejected(ErrorKind::BadSignature)]]
+    );
+    assert!(verdicts[0][0].blames_sender());
+    assert!(core.equivocators().is_empty());
+    assert!(core.commit().unwrap().proofs.is_empty());
+}
+
+#[test]
+fn an_equivocation_against_the_buffer_is_caught_too() {
+    // Seq 2 of the origin waits in the buffer (seq 1 missing); another
+    // seq 2 arrives.
+    let first = remote_deltas(9, 2).remove(1);
+    let mut other = open(MemoryStore::default(), 9);
+    for body in ["another", "story"] {
+        other
+            .write(Write::CreatePost(new_post(body)), T0 + 9)
+            .unwrap();
+    }
+    let second = other.commit().unwrap().publish.remove(1);
+    assert_eq!((first.seq, second.seq), (2, 2));
+    let mut core = open(MemoryStore::default(), 1);
+    assert_eq!(
+        core.receive(vec![(vec![first], Source::Gossip)], T0),
+        vec![vec![Verdict::Buffered]]
+    );
+    assert_eq!(
+        core.receive(vec![(vec![second], Source::Gossip)], T0),
+        vec![vec![Verdict::Rejected(ErrorKind::Equivocated)]]
+    );
+    assert_eq!(core.equivocators().len(), 1);
+}
+
+#[test]
+fn proofs_that_do_not_check_out_are_refused() {
+    let mut core = open(MemoryStore::default(), 1);
+    assert!(core.receive_proof(b"HSE1garbage", T0).is_err());
+    let (a, b) = equivocating_pair(9);
+    let mut bytes = Equivocation::new(a, b).unwrap().encode();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    assert!(core.receive_proof(&bytes, T0).is_err());
+    assert!(core.equivocators().is_empty());
+}

@@ -647,6 +647,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn notices_round_trip_and_unknown_tags_are_refused() {
+        for n in [
+            Notice::Revocation(vec![1, 2, 3]),
+            Notice::Equivocation(Vec::new()),
+        ] {
+            assert_eq!(Notice::decode(&n.encode()), Some(n));
+        }
+        assert_eq!(Notice::decode(&[]), None);
+        assert_eq!(Notice::decode(&[0, 1]), None);
+        assert_eq!(Notice::decode(&[3]), None);
+    }
+
+    #[test]
     fn stored_lists_round_trip_and_a_torn_tail_is_dropped() {
         let items: Vec<Vec<u8>> = vec![b"one".to_vec(), Vec::new(), vec![7; 300]];
         let bytes = encode_list(items.iter().map(Vec::as_slice));
