@@ -200,6 +200,47 @@ impl TestNode {
         TestNode::start_full(name, join, config, &["/ip4/127.0.0.1/tcp/0"], |l| l).await
     }
 
+    /// Starts a node of the mesh of `operator` with node key `key` (so
+    /// that two processes can share one, or a test knows it beforehand):
+    /// its certificate is signed for its region and written to its data
+    /// directory, and `operator` set in its `hearsay.toml` (with `config`).
+    /// `operator: None` starts a node of an open mesh with that key.
+    pub async fn start_admitted(
+        name: &str,
+        join: &[&str],
+        operator: Option<&hearsay_admission::OperatorKey>,
+        key: &hearsay_crdt::Keypair,
+        config: &str,
+    ) -> TestNode {
+        let mut config = config.to_owned();
+        if let Some(op) = operator {
+            config.push_str(&format!("\noperator = \"{}\"\n", op.id()));
+        }
+        let prepare = |dir: &Path| {
+            key.save(&dir.join(hearsay_node::node::KEY_FILE))
+                .expect("writing the node key");
+            if let Some(op) = operator {
+                let cert = op
+                    .admit(key.id(), name, hearsay_node::core::now_ms(), None)
+                    .expect("signing a certificate");
+                std::fs::write(
+                    dir.join(hearsay_node::config::CERTIFICATE_FILE),
+                    cert.to_text(),
+                )
+                .expect("writing the certificate");
+            }
+        };
+        TestNode::start_prepared(
+            name,
+            join,
+            &config,
+            &["/ip4/127.0.0.1/tcp/0"],
+            |l| l,
+            prepare,
+        )
+        .await
+    }
+
     /// Like [`TestNode::start`], listening on the given multiaddrs (for
     /// QUIC, or a fixed port that must survive a restart).
     pub async fn start_listening(name: &str, join: &[&str], listen: &[&str]) -> TestNode {
@@ -228,10 +269,24 @@ impl TestNode {
         listen: &[&str],
         adjust: impl FnOnce(Launch) -> Launch,
     ) -> TestNode {
+        TestNode::start_prepared(name, join, config, listen, adjust, |_| {}).await
+    }
+
+    /// [`TestNode::start_full`], with `prepare` run on the data directory
+    /// before the node starts.
+    async fn start_prepared(
+        name: &str,
+        join: &[&str],
+        config: &str,
+        listen: &[&str],
+        adjust: impl FnOnce(Launch) -> Launch,
+        prepare: impl FnOnce(&Path),
+    ) -> TestNode {
         let dir = tempfile::Builder::new()
             .prefix(&format!("hearsay-test-{name}-"))
             .tempdir()
             .expect("temporary data directory");
+        prepare(dir.path());
         if !config.is_empty() {
             std::fs::write(dir.path().join(hearsay_node::config::CONFIG_FILE), config)
                 .expect("writing hearsay.toml");
@@ -407,6 +462,23 @@ impl TestNode {
     /// `GET /api/v0/stats`, unwrapped, every field.
     pub async fn stats(&self) -> Value {
         self.expect("stats", self.client().get_body("/api/v0/stats").await)
+    }
+
+    /// A counter or gauge of `/metrics`, summed over its series whose
+    /// labels contain `labels` (e.g. `reason="revoked"`; empty: all).
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let text = match self.http().get(self.url("/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => panic!("{}: /metrics: {e}", self.name),
+        };
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+                (metric == name && rest.contains(labels)).then(|| value.parse::<f64>().ok())?
+            })
+            .sum()
     }
 
     /// The revision (version vector sum) from stats.
