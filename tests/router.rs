@@ -1,5 +1,6 @@
 //! `hearsay router` against real processes: three nodes at Frankfurt,
-//! Virginia and Tokyo, and routers joined to the mesh as light members.
+//! Virginia and Tokyo, and routers joined to the mesh as light members;
+//! and a mesh with an operator, which takes in only a router it admitted.
 
 mod common;
 
@@ -8,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{TestNode, binary, clear_node_env, wait_until};
+use hearsay_admission::OperatorKey;
+use hearsay_crdt::Keypair;
 use hearsay_node::client::Client;
 use hearsay_node::router::{ANNOUNCE_FILE, HOST_HEADER, RouterAnnouncement};
 use serde_json::Value;
@@ -23,12 +26,19 @@ const OSAKA: &str = "34.69,135.50";
 struct TestRouter {
     child: Child,
     url: String,
-    _dir: tempfile::TempDir,
+    /// From `router.json`.
+    peer_id: String,
+    dir: tempfile::TempDir,
 }
 
 impl TestRouter {
     async fn start(join: &str) -> TestRouter {
-        let dir = tempfile::tempdir().expect("router dir");
+        TestRouter::start_in(tempfile::tempdir().expect("router dir"), join).await
+    }
+
+    /// Starts a router on `dir`, which may hold its key and certificate
+    /// already.
+    async fn start_in(dir: tempfile::TempDir, join: &str) -> TestRouter {
         let mut cmd = Command::new(binary());
         clear_node_env(&mut cmd);
         cmd.args(["router", "--http", "127.0.0.1:0", "--join", join])
@@ -44,12 +54,12 @@ impl TestRouter {
         let child = cmd.spawn().expect("spawning hearsay router");
         let file: PathBuf = dir.path().join(ANNOUNCE_FILE);
         let deadline = Instant::now() + SETTLE;
-        let url = loop {
+        let announcement = loop {
             if let Some(a) = std::fs::read(&file)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<RouterAnnouncement>(&b).ok())
             {
-                break a.http;
+                break a;
             }
             assert!(
                 Instant::now() < deadline,
@@ -57,12 +67,27 @@ impl TestRouter {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        let url = announcement.http;
         assert!(url.starts_with("http://127.0.0.1:"), "{url}");
         TestRouter {
             child,
             url,
-            _dir: dir,
+            peer_id: announcement.peer_id,
+            dir,
         }
+    }
+
+    /// A counter of the router's `/metrics` (0 when absent).
+    async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .expect("router metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// `GET path` with the client at `geo`: (status, serving host, body).
@@ -269,5 +294,107 @@ async fn an_event_stream_through_the_router_survives_its_hosts_death() {
             .lines()
             .any(|l| l.starts_with("hearsay_router_sse_resumes_total ") && !l.ends_with(" 0")),
         "the stream was resumed once at least: {metrics}"
+    );
+}
+
+/// The peer id of a node key, as libp2p shows it.
+fn peer_id_of(key: &Keypair) -> String {
+    hearsay_node::node::libp2p_identity(key)
+        .public()
+        .to_peer_id()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_mesh_with_an_operator_only_an_admitted_router_sees_the_hosts() {
+    let work = tempfile::tempdir().expect("operator dir");
+    let op = OperatorKey::generate();
+    let op_file = work.path().join("operator.key");
+    op.save(&op_file).expect("writing the operator key");
+    let cfg = |geo: &str| format!("target_peers = 0\ngeo = \"{geo}\"\n");
+    let (kf, kt) = (Keypair::generate(), Keypair::generate());
+    let fra = TestNode::start_admitted("op-fra", &[], Some(&op), &kf, &cfg(FRANKFURT)).await;
+    let nrt =
+        TestNode::start_admitted("op-nrt", &[&fra.tcp_addr()], Some(&op), &kt, &cfg(TOKYO)).await;
+
+    // The operator admits a router by its data directory, as a node:
+    // `hearsay operator admit --data-dir DIR --out DIR/node.cert`, which
+    // the router then reads by default.
+    let admitted_dir = tempfile::tempdir().expect("router dir");
+    let router_key = Keypair::generate();
+    router_key
+        .save(&admitted_dir.path().join(hearsay_node::node::KEY_FILE))
+        .expect("writing the router key");
+    let mut admit = Command::new(binary());
+    clear_node_env(&mut admit);
+    let out = admit
+        .args(["operator", "admit", "--region", "router", "--key"])
+        .arg(&op_file)
+        .arg("--data-dir")
+        .arg(admitted_dir.path())
+        .arg("--out")
+        .arg(
+            admitted_dir
+                .path()
+                .join(hearsay_node::config::CERTIFICATE_FILE),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("running hearsay operator admit");
+    assert!(
+        out.status.success(),
+        "hearsay operator admit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let admitted = TestRouter::start_in(admitted_dir, &fra.tcp_addr()).await;
+    assert_eq!(
+        admitted.peer_id,
+        peer_id_of(&router_key),
+        "the router runs with the key in its data directory"
+    );
+    // A router with no certificate, on the same mesh: it makes its own key
+    // and keeps it in its data directory.
+    let outsider = TestRouter::start(&fra.tcp_addr()).await;
+    let kept = Keypair::load(&outsider.dir.path().join(hearsay_node::node::KEY_FILE))
+        .expect("the router keeps its key");
+    assert_eq!(outsider.peer_id, peer_id_of(&kept));
+
+    wait_until(SETTLE, "the admitted router ranks both hosts", async || {
+        admitted.ranking("34.69", "135.50").await == [nrt.peer_id(), fra.peer_id()]
+    })
+    .await;
+    let (status, host, _) = admitted.get("/api/v0/stats", OSAKA).await.expect("GET");
+    assert_eq!((status, host), (200, nrt.peer_id()));
+
+    // The node it joined through refuses the outsider: pending, it is sent
+    // nothing, and its link is closed when the handshake times out.
+    wait_until(
+        SETTLE,
+        "Frankfurt closes the outsider router's link (no certificate)",
+        async || {
+            fra.metric("hearsay_peer_disconnects_total", "reason=\"not_admitted\"")
+                .await
+                >= 1.0
+        },
+    )
+    .await;
+    assert!(
+        outsider.ranking("0", "0").await.is_empty(),
+        "a router without a certificate knows no host"
+    );
+    assert_eq!(
+        outsider
+            .metric("hearsay_router_statuses_received_total")
+            .await,
+        0.0,
+        "a router without a certificate receives no status"
+    );
+    let (status, _, body) = outsider.get("/api/v0/stats", OSAKA).await.expect("GET");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        admitted
+            .metric("hearsay_router_statuses_received_total")
+            .await
+            > 0.0
     );
 }

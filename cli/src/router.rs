@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use hearsay_admission::Certificate;
 use hearsay_node::router::{RouterConfig, run};
 use hearsay_topology::{Geo, Weights};
 use libp2p::Multiaddr;
@@ -30,9 +31,16 @@ pub struct RouterArgs {
     /// The router's own position, used for clients that send none
     #[arg(long, value_name = "LAT,LON")]
     geo: Option<String>,
-    /// Where router.json goes [default: $HEARSAY_HOME/router]
+    /// Where router.json and the router's key (node.key, so `hearsay
+    /// operator admit --data-dir DIR` admits it) go [default:
+    /// $HEARSAY_HOME/router]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// The router's certificate (`hearsay operator admit <router peer
+    /// id>`), for a mesh with an operator [default: node.cert in the data
+    /// directory, if it exists]
+    #[arg(long, value_name = "FILE")]
+    certificate: Option<PathBuf>,
 }
 
 pub async fn run_router(args: RouterArgs) -> anyhow::Result<()> {
@@ -47,6 +55,17 @@ pub async fn run_router(args: RouterArgs) -> anyhow::Result<()> {
         Some(d) => d,
         None => crate::users::home()?.join("router"),
     };
+    let certificate = args.certificate.or_else(|| {
+        Some(data_dir.join(hearsay_node::config::CERTIFICATE_FILE)).filter(|p| p.exists())
+    });
+    let certificate = certificate
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading the certificate {}", path.display()))?;
+            Certificate::from_text(&text)
+                .with_context(|| format!("the certificate {}", path.display()))
+        })
+        .transpose()?;
     let config = RouterConfig {
         http: args.http,
         listen: args.listen,
@@ -54,6 +73,7 @@ pub async fn run_router(args: RouterArgs) -> anyhow::Result<()> {
         weights,
         geo,
         data_dir,
+        certificate,
     };
     run(config, hearsay_node::shutdown_signal(), |url| {
         println!("{url}");

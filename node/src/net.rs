@@ -152,7 +152,7 @@ pub const HELLO_MAX_REVOCATIONS: usize = 4096;
 pub const HELLO_MAX_PROOFS: usize = 16;
 /// The codec's limit on a hello: the certificate, every revocation (about
 /// 150 bytes each) and the proofs (two deltas each).
-const HELLO_WIRE_MAX: u64 = (2 << 20) + (HELLO_MAX_PROOFS * 2 * (MAX_DELTA_BYTES + 256)) as u64;
+pub(crate) const HELLO_WIRE_MAX: u64 = (2 << 20) + (HELLO_MAX_PROOFS * 2 * (MAX_DELTA_BYTES + 256)) as u64;
 /// Application score gossipsub gives a peer that is not admitted (yet): far
 /// below its graylist threshold, so nothing is published to it, it is kept
 /// out of the mesh and its messages are dropped unread.

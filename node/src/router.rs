@@ -22,6 +22,12 @@
 //! - `GET /api/v0/route` shows the ranking and the four terms of each score;
 //!   `GET /metrics` the router's own metrics.
 //!
+//! The router has its own libp2p key, kept in its data directory
+//! (`node.key`, like a node's), so that a mesh operator can admit it: with
+//! a certificate for that key (`node.cert` in the data directory, or
+//! `--certificate`) it is taken in by a mesh with an operator; without
+//! one such a mesh publishes nothing to it and closes its links.
+//!
 //! Routers hold no state another router lacks (statuses are gossiped to
 //! all; the only local memory is which hosts failed in the last seconds),
 //! so several can run side by side behind DNS or a load balancer.
@@ -87,8 +93,11 @@ pub struct RouterConfig {
     pub join: Vec<Multiaddr>,
     pub weights: Weights,
     pub geo: Option<Geo>,
-    /// Where `router.json` goes.
+    /// Where `router.json` and the router's key (`node.key`) go.
     pub data_dir: PathBuf,
+    /// The router's certificate, for a mesh with an operator (it must
+    /// admit the router's key).
+    pub certificate: Option<hearsay_admission::Certificate>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +108,10 @@ pub enum RouterError {
     Http { addr: String, why: String },
     #[error("{path}: {why}")]
     File { path: String, why: String },
+    #[error("router key: {0}")]
+    Key(#[from] hearsay_crdt::Error),
+    #[error("the certificate admits node {certified} but the router's key is {key}")]
+    Certificate { certified: String, key: String },
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -286,6 +299,8 @@ impl RouterState {
 pub struct RouterAnnouncement {
     /// Base URL, `http://HOST:PORT`.
     pub http: String,
+    /// The router's libp2p peer id, from its key in the data directory:
+    /// what `hearsay operator admit` takes to admit it.
     pub peer_id: String,
     pub listen_addrs: Vec<String>,
 }
@@ -297,8 +312,24 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     bound: impl FnOnce(&str),
 ) -> Result<(), RouterError> {
-    let key = libp2p::identity::Keypair::generate_ed25519();
-    let swarm = member::build_swarm(key)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| RouterError::File {
+        path: config.data_dir.display().to_string(),
+        why: e.to_string(),
+    })?;
+    let key =
+        hearsay_crdt::Keypair::load_or_generate(&config.data_dir.join(crate::node::KEY_FILE))?;
+    if let Some(cert) = &config.certificate
+        && cert.node != key.id()
+    {
+        return Err(RouterError::Certificate {
+            certified: cert.node.to_string(),
+            key: key.id().to_string(),
+        });
+    }
+    let identity = crate::node::libp2p_identity(&key);
+    let peer_id = identity.public().to_peer_id();
+    tracing::info!(%peer_id, certificate = config.certificate.is_some(), "router identity");
+    let swarm = member::build_swarm(identity)?;
     let metrics = RouterMetrics::new();
     let (hosts_tx, hosts) = watch::channel(Hosts::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -309,6 +340,7 @@ pub async fn run(
     };
     let member = tokio::spawn(member::run(
         swarm,
+        config.certificate.clone(),
         listen,
         config.join.clone(),
         hosts_tx,
@@ -344,26 +376,21 @@ pub async fn run(
         metrics,
     };
     // router.json once the swarm listens too (bounded wait).
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| RouterError::File {
-        path: config.data_dir.display().to_string(),
-        why: e.to_string(),
-    })?;
     let mut watch_hosts = hosts.clone();
     let _ = tokio::time::timeout(
         Duration::from_secs(10),
         watch_hosts.wait_for(|h| !h.listen_addrs.is_empty()),
     )
     .await;
-    let (peer_id, listen_addrs) = {
-        let h = hosts.borrow();
-        (
-            h.peer_id.map(|p| p.to_string()).unwrap_or_default(),
-            h.listen_addrs.iter().map(|a| a.to_string()).collect(),
-        )
-    };
+    let listen_addrs = hosts
+        .borrow()
+        .listen_addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     let announcement = RouterAnnouncement {
         http: url.clone(),
-        peer_id,
+        peer_id: peer_id.to_string(),
         listen_addrs,
     };
     let path = config.data_dir.join(ANNOUNCE_FILE);

@@ -4,22 +4,37 @@
 //! statuses go to a [`Topology`] (degree 2, no bridge links), whose dials
 //! keep the router attached when a node it is linked to dies, and to the
 //! host list the HTTP side ranks.
+//!
+//! In a mesh with an operator, nodes take only peers that present a
+//! certificate the operator signed for their key, so the router speaks the
+//! admission handshake: on each first connection it sends a [`Hello`] with
+//! its certificate (none: it stays pending, and the nodes publish nothing
+//! to it and then close the link), and answers every hello with the same.
+//! It enforces nothing itself: it ignores the hellos it receives (their
+//! revocations and proofs are the nodes' business) and takes in only
+//! statuses whose signature it verifies. Its gossipsub scores peers as the
+//! nodes' does ([`gossip_scoring`]), so it behaves as a mesh member.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use hearsay_admission::Certificate;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, identity, noise, ping, tcp, yamux};
+use serde_bytes::ByteBuf;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::RouterMetrics;
 use super::rank::Host;
-use crate::net::{NetError, gossip_config};
+use crate::net::{
+    ADMISSION_PROTOCOL, HELLO_WIRE_MAX, Hello, NetError, gossip_config, gossip_scoring,
+};
 use crate::status::{self, STATUS_TOPIC};
 use hearsay_topology::{Command, Event, Topology};
 
@@ -27,11 +42,17 @@ use hearsay_topology::{Command, Event, Topology};
 const REJOIN_EVERY: Duration = Duration::from_secs(2);
 /// Most addresses kept per node (from its statuses).
 const MAX_ADDRS: usize = status::MAX_LISTEN_ADDRS;
+/// Time for a node to answer the router's hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Hello streams open at once per connection.
+const HELLO_STREAMS: usize = 8;
 
 #[allow(missing_debug_implementations)] // libp2p behaviours are not Debug
 #[derive(NetworkBehaviour)]
 pub struct LightBehaviour {
     pub gossipsub: gossipsub::Behaviour,
+    /// The admission handshake (see the module docs).
+    pub admission: request_response::cbor::Behaviour<Hello, Hello>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
 }
@@ -56,11 +77,24 @@ pub fn build_swarm(key: identity::Keypair) -> Result<Swarm<LightBehaviour>, NetE
         )
         .map_err(|e| NetError::Build(e.to_string()))?
         .with_behaviour(|key| {
+            let mut gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Anonymous,
+                gossip_config()?,
+            )?;
+            let (params, thresholds) = gossip_scoring();
+            gossipsub.with_peer_score(params, thresholds)?;
+            let admission = request_response::Behaviour::with_codec(
+                request_response::cbor::codec::Codec::default()
+                    .set_request_size_maximum(HELLO_WIRE_MAX)
+                    .set_response_size_maximum(HELLO_WIRE_MAX),
+                [(ADMISSION_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(HELLO_TIMEOUT)
+                    .with_max_concurrent_streams(HELLO_STREAMS),
+            );
             Ok(LightBehaviour {
-                gossipsub: gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Anonymous,
-                    gossip_config()?,
-                )?,
+                gossipsub,
+                admission,
                 identify: identify::Behaviour::new(
                     identify::Config::new("/hearsay/1".into(), key.public()).with_agent_version(
                         format!("hearsay-router/{}", env!("CARGO_PKG_VERSION")),
@@ -75,9 +109,11 @@ pub fn build_swarm(key: identity::Keypair) -> Result<Swarm<LightBehaviour>, NetE
     Ok(swarm)
 }
 
-/// Runs the membership until `shutdown` turns true.
+/// Runs the membership until `shutdown` turns true; `certificate` is the
+/// router's, presented to every node it links to.
 pub async fn run(
     mut swarm: Swarm<LightBehaviour>,
+    certificate: Option<Certificate>,
     listen: Vec<Multiaddr>,
     join: Vec<Multiaddr>,
     hosts_tx: watch::Sender<Hosts>,
@@ -114,6 +150,11 @@ pub async fn run(
         listen_addrs: Vec::new(),
         hosts_tx,
         metrics,
+        hello: Hello {
+            certificate: certificate.map(|c| ByteBuf::from(c.encode())),
+            revocations: Vec::new(),
+            proofs: Vec::new(),
+        },
     };
     for addr in &join {
         let _ = m.swarm.dial(addr.clone());
@@ -153,6 +194,8 @@ struct Member {
     listen_addrs: Vec<Multiaddr>,
     hosts_tx: watch::Sender<Hosts>,
     metrics: RouterMetrics,
+    /// What the router presents on connect, and answers hellos with.
+    hello: Hello,
 }
 
 impl Member {
@@ -200,6 +243,28 @@ impl Member {
         });
     }
 
+    /// Answers a node's hello with the router's own; the content of the
+    /// hellos received is not used.
+    fn on_hello(&mut self, event: request_response::Event<Hello, Hello>) {
+        match event {
+            request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            } => {
+                let hello = self.hello.clone();
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .admission
+                    .send_response(channel, hello);
+            }
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "router hello failed");
+            }
+            _ => {}
+        }
+    }
+
     fn on_swarm_event(&mut self, event: SwarmEvent<LightBehaviourEvent>, topic: &IdentTopic) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -213,6 +278,11 @@ impl Member {
                 ..
             } if num_established.get() == 1 => {
                 tracing::info!(peer = %peer_id, "router linked");
+                let hello = self.hello.clone();
+                self.swarm
+                    .behaviour_mut()
+                    .admission
+                    .send_request(&peer_id, hello);
                 self.feed(Event::Connected { peer: peer_id });
             }
             SwarmEvent::ConnectionClosed {
@@ -227,6 +297,7 @@ impl Member {
                 peer_id: Some(peer),
                 ..
             } => self.feed(Event::DialFailed { peer }),
+            SwarmEvent::Behaviour(LightBehaviourEvent::Admission(event)) => self.on_hello(event),
             SwarmEvent::Behaviour(LightBehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
