@@ -192,6 +192,11 @@ pub enum Event<P> {
     /// `peer` sent something no honest node sends (bad signature,
     /// undecodable message, forged page...). One strike.
     Misbehaved { peer: P, what: &'static str },
+    /// The gossip layer scored `peer` below the point where it drops its
+    /// messages unread (gossipsub's graylist): it has sent many messages no
+    /// honest node sends. Closed and banned at once, so it stops costing
+    /// the node even the reading.
+    Graylisted { peer: P },
     /// Persisted state loaded at start (revocations read back from disk,
     /// equivocators): no Persist/Publish commands for these.
     Restored {
@@ -404,6 +409,15 @@ where
                 self.on_revocation(now, from, &revocation, true, &mut out)
             }
             Event::Equivocated { node } => self.on_equivocated(node, &mut out),
+            Event::Graylisted { peer } => {
+                if self.peers.remove(&peer).is_some() {
+                    self.ban(now, peer.clone());
+                    out.push(Command::Disconnect {
+                        peer,
+                        reason: Reason::Misbehaved,
+                    });
+                }
+            }
             Event::Misbehaved { peer, what: _ } => {
                 if self.strike(now, &peer) {
                     out.push(Command::Disconnect {

@@ -1311,3 +1311,18 @@ fn peers_are_shown_with_their_certificates() {
     step(&mut m, 1, Event::Disconnected { peer: 2 });
     assert_eq!(m.peers().count(), 1);
 }
+
+#[test]
+fn a_graylisted_peer_is_closed_and_banned_at_once() {
+    let mut m = closed();
+    connect(&mut m, 0, 2);
+    assert_eq!(
+        step(&mut m, 10, Event::Graylisted { peer: 2 }),
+        disconnect(2, Reason::Misbehaved)
+    );
+    assert_eq!(m.banned(10), 1);
+    // Once: the disconnection that follows changes nothing.
+    assert_eq!(step(&mut m, 11, Event::Graylisted { peer: 2 }), vec![]);
+    step(&mut m, 12, Event::Disconnected { peer: 2 });
+    assert_eq!(connect(&mut m, 13, 2), disconnect(2, Reason::Banned));
+}

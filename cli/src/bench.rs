@@ -38,6 +38,9 @@ pub enum BenchCmd {
     /// Claims per second and claim latency of the name registry, and the
     /// time to elect a new leader after the leader is killed
     Names(crate::bench_names::NamesArgs),
+    /// Replication delay and memory of a mesh while a hostile peer floods
+    /// it with valid, replayed, forged and garbage deltas
+    Flood(crate::bench_flood::FloodArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -113,6 +116,7 @@ pub async fn run(command: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Catchup(args) => catchup(args).await,
         BenchCmd::Restart(args) => restart(args).await,
         BenchCmd::Names(args) => crate::bench_names::run(args).await,
+        BenchCmd::Flood(args) => crate::bench_flood::run(args).await,
     }
 }
 
@@ -203,7 +207,7 @@ async fn write_posts(
 }
 
 /// Resident memory of a process, bytes (Linux `/proc`).
-fn rss_bytes(pid: Option<u32>) -> Option<u64> {
+pub(crate) fn rss_bytes(pid: Option<u32>) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -225,7 +229,7 @@ fn disk_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     (bytes as f64 / (1 << 20) as f64 * 10.0).round() / 10.0
 }
 

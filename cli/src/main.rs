@@ -7,6 +7,7 @@
 //! mesh on loopback and shows a post replicate.
 
 mod bench;
+mod bench_flood;
 mod bench_names;
 mod client;
 mod demo;

@@ -27,6 +27,7 @@ pub mod config;
 pub mod core;
 pub mod events;
 pub mod feeds;
+pub mod hostile;
 pub mod launch;
 pub mod mesh;
 pub mod metrics;

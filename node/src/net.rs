@@ -152,7 +152,8 @@ pub const HELLO_MAX_REVOCATIONS: usize = 4096;
 pub const HELLO_MAX_PROOFS: usize = 16;
 /// The codec's limit on a hello: the certificate, every revocation (about
 /// 150 bytes each) and the proofs (two deltas each).
-pub(crate) const HELLO_WIRE_MAX: u64 = (2 << 20) + (HELLO_MAX_PROOFS * 2 * (MAX_DELTA_BYTES + 256)) as u64;
+pub(crate) const HELLO_WIRE_MAX: u64 =
+    (2 << 20) + (HELLO_MAX_PROOFS * 2 * (MAX_DELTA_BYTES + 256)) as u64;
 /// Application score gossipsub gives a peer that is not admitted (yet): far
 /// below its graylist threshold, so nothing is published to it, it is kept
 /// out of the mesh and its messages are dropped unread.
@@ -177,16 +178,22 @@ pub struct Hello {
 pub enum Notice {
     Revocation(Vec<u8>),
     Equivocation(Vec<u8>),
+    /// The certificate of a node just admitted: so that every node knows
+    /// which origins were admitted before their deltas reach it (statuses
+    /// carry certificates too, but only from nodes that publish them).
+    Certificate(Vec<u8>),
 }
 
 impl Notice {
     const REVOCATION: u8 = 1;
     const EQUIVOCATION: u8 = 2;
+    const CERTIFICATE: u8 = 3;
 
     pub fn encode(&self) -> Vec<u8> {
         let (tag, body) = match self {
             Notice::Revocation(b) => (Self::REVOCATION, b),
             Notice::Equivocation(b) => (Self::EQUIVOCATION, b),
+            Notice::Certificate(b) => (Self::CERTIFICATE, b),
         };
         let mut out = Vec::with_capacity(1 + body.len());
         out.push(tag);
@@ -199,6 +206,7 @@ impl Notice {
         match *tag {
             Self::REVOCATION => Some(Notice::Revocation(body.to_vec())),
             Self::EQUIVOCATION => Some(Notice::Equivocation(body.to_vec())),
+            Self::CERTIFICATE => Some(Notice::Certificate(body.to_vec())),
             _ => None,
         }
     }
@@ -1018,6 +1026,9 @@ impl<S: Store> Net<S> {
                     .behaviour_mut()
                     .gossipsub
                     .report_message_validation_result(&id, &from, gossip_acceptance(acceptance));
+                if acceptance == Acceptance::Reject {
+                    self.close_graylisted(vec![from]);
+                }
             }
             Command::Dial { peer } => self.dial(peer),
             Command::Disconnect { peer } => {
@@ -1323,6 +1334,8 @@ impl<S: Store> Net<S> {
     }
 
     fn publish_status(&mut self) {
+        let admitted = self.admitted_peers();
+        self.close_graylisted(admitted);
         let peers = self.swarm.connected_peers().count();
         self.metrics.peers_connected.set(peers as i64);
         // Lag: deltas some peer holds (by its last sync request or status)
@@ -1526,6 +1539,9 @@ impl<S: Store> Net<S> {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(&id, &from, acceptance);
+        if acceptance == MessageAcceptance::Reject {
+            self.close_graylisted(vec![from]);
+        }
         let v = match verdict {
             Ok(v) => v,
             Err(e) => {

@@ -396,6 +396,11 @@ impl TestNode {
             .unwrap_or_else(|e| panic!("{}: {addr} as a socket address: {e}", self.name))
     }
 
+    /// The process id of the running node.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     pub fn peer_id(&self) -> String {
         self.announcement().peer_id.clone()
     }

@@ -427,6 +427,30 @@ impl<S: Store> Net<S> {
         }
     }
 
+    /// Closes and bans the admitted peers among `peers` that gossipsub
+    /// scored below its graylist threshold: it drops their messages unread
+    /// from then on, but reading them still costs, and they keep coming.
+    pub(super) fn close_graylisted(&mut self, peers: Vec<PeerId>) {
+        let threshold = libp2p::gossipsub::PeerScoreThresholds::default().graylist_threshold;
+        for peer in peers {
+            let low = self
+                .swarm
+                .behaviour()
+                .gossipsub
+                .peer_score(&peer)
+                .is_some_and(|s| s < threshold);
+            if low && self.gate.up.contains(&peer) {
+                tracing::info!(%peer, "gossipsub graylisted the peer");
+                self.gate_feed(GateEvent::Graylisted { peer });
+            }
+        }
+    }
+
+    /// Every admitted peer, for [`Net::close_graylisted`].
+    pub(super) fn admitted_peers(&self) -> Vec<PeerId> {
+        self.gate.up.iter().copied().collect()
+    }
+
     /// A peer sent what no honest node sends: one strike.
     pub(super) fn misbehaved(&mut self, peer: PeerId, what: &'static str) {
         self.gate_feed(GateEvent::Misbehaved { peer, what });
@@ -498,10 +522,19 @@ impl<S: Store> Net<S> {
             return;
         }
         if let Some(cert) = hello.certificate {
-            self.gate_feed(GateEvent::Presented {
+            let cert = cert.into_vec();
+            let commands = self.gate_feed(GateEvent::Presented {
                 peer,
-                certificate: cert.into_vec(),
+                certificate: cert.clone(),
             });
+            // Tell the mesh whom this node admitted, before the newcomer's
+            // deltas travel through relays that have no link to it.
+            if commands
+                .iter()
+                .any(|c| matches!(c, GateCommand::Admit { .. }))
+            {
+                self.publish_notice(Notice::Certificate(cert));
+            }
         }
         if !self.is_up(&peer) {
             return;
@@ -572,6 +605,17 @@ impl<S: Store> Net<S> {
                     MessageAcceptance::Ignore
                 }
             }
+            Some(Notice::Certificate(c)) => {
+                let commands = self.gate_feed(GateEvent::Learned { certificate: c });
+                if commands
+                    .iter()
+                    .any(|c| matches!(c, GateCommand::Refused { .. }))
+                {
+                    MessageAcceptance::Reject
+                } else {
+                    MessageAcceptance::Accept
+                }
+            }
             Some(Notice::Equivocation(p)) => {
                 if self.on_proof(p) {
                     MessageAcceptance::Accept
@@ -585,6 +629,9 @@ impl<S: Store> Net<S> {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(&id, &from, acceptance);
+        if acceptance == MessageAcceptance::Reject {
+            self.close_graylisted(vec![from]);
+        }
     }
 
     /// The operator API's requests.
@@ -651,12 +698,13 @@ mod tests {
         for n in [
             Notice::Revocation(vec![1, 2, 3]),
             Notice::Equivocation(Vec::new()),
+            Notice::Certificate(vec![9]),
         ] {
             assert_eq!(Notice::decode(&n.encode()), Some(n));
         }
         assert_eq!(Notice::decode(&[]), None);
         assert_eq!(Notice::decode(&[0, 1]), None);
-        assert_eq!(Notice::decode(&[3]), None);
+        assert_eq!(Notice::decode(&[4]), None);
     }
 
     #[test]
