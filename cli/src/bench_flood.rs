@@ -189,7 +189,18 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
             ..FloodPlan::default()
         })
         .await;
-    let flooded = phase(&args, "flood", &clients, &seen, &pids).await;
+    // A real attacker comes back: the hostile redials every node every
+    // second (a banned peer's redial is closed at once).
+    let redial = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            hostile.redial().await;
+        }
+    };
+    let flooded = tokio::select! {
+        flooded = phase(&args, "flood", &clients, &seen, &pids) => flooded,
+        () = redial => unreachable!("the redial loop never ends"),
+    };
     let sent = flood.stop().await;
     let counters_after = scrape(&clients).await;
     let disconnections = hostile.disconnections();

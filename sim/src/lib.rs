@@ -48,6 +48,18 @@
 //! whose origin died before any survivor got it is counted apart
 //! ([`Report::lost_with_dead_origin`]).
 //!
+//! With [`SimConfig::admission`] set, the mesh is closed by an operator key
+//! derived from the seed and every node also runs the real
+//! [`Admission`](hearsay_admission::Admission) machine, fed what the node's
+//! network actor feeds it (`node/src/net/admission.rs`): links, the
+//! certificates of the hellos, revocations and equivocation proofs
+//! (flooded over admitted links and carried in hellos), its timers. Until
+//! the machine admits a peer, the peer is no sync or gossip partner; deltas
+//! of a refused origin never reach the core. Outsiders (nodes without a
+//! valid certificate) dial members and write, a member may be revoked, and
+//! one may sign two deltas with one seq; see [`AdmissionSim`] for what is
+//! then checked.
+//!
 //! At the end of a run, after the network healed and a quiet period, the
 //! invariants are checked ([`Report::violations`]): every node has the same
 //! version vector and the same heads for every document, and every
@@ -71,7 +83,7 @@ mod world;
 
 pub use gossip::GossipConfig;
 pub use network::{LinkConfig, Partition};
-pub use report::{Kind, Mesh, Plumtree, Report, Traffic};
+pub use report::{AdmissionFigures, Kind, Mesh, Plumtree, Report, Spread, Traffic};
 pub use world::run;
 
 /// Environment variable that sets the seed of [`seed_from_env`].
@@ -152,6 +164,9 @@ pub struct SimConfig {
     /// Join peers are drawn among the nodes started earlier only (with one
     /// join peer, the start graph is a tree).
     pub join_earlier: bool,
+    /// A closed mesh with admission on every node (see [`AdmissionSim`]);
+    /// `None`: no admission machine, every link is a mesh link at once.
+    pub admission: Option<AdmissionSim>,
 }
 
 impl Default for SimConfig {
@@ -184,6 +199,60 @@ impl Default for SimConfig {
             failures: 0,
             joins: 0,
             join_earlier: false,
+            admission: None,
+        }
+    }
+}
+
+/// Admission in a simulated closed mesh.
+///
+/// The operator key is derived from the seed; each of the
+/// [`SimConfig::nodes`] members holds a certificate. The end checks then
+/// cover the *honest* members (not revoked, not the equivocator), and add:
+/// no member ever holds a delta of an outsider and no member ever admits
+/// one; every honest live node knows the revocation and the equivocation
+/// within `spread_ms` of it entering the mesh (of its first detection, for
+/// an equivocation), keeps no link to the node, admits it no more and
+/// takes none of its deltas above what it held when it learnt. Honest nodes
+/// must converge on every other origin: the version vectors without the
+/// revoked node's and the equivocator's entries, and the heads of every
+/// document but their posts (they legitimately differ: each node holds
+/// what it took before it learnt).
+#[derive(Clone, Debug)]
+pub struct AdmissionSim {
+    /// Extra nodes without a valid certificate (none, one from another
+    /// operator, or a member's), which run the same code, dial members
+    /// (their join peers) and write.
+    pub outsiders: usize,
+    /// The operator revokes one random member at this time; the revocation
+    /// enters at one random honest live node, as
+    /// `hearsay operator revoke --node` does.
+    pub revoke_at_ms: Option<u64>,
+    /// One member signs two different deltas with one seq, at a random time
+    /// in the middle of the write window, and pushes one copy to half of its
+    /// gossip peers and the other to the rest.
+    pub equivocator: bool,
+    /// How long a revocation or an equivocation proof may take to reach
+    /// every honest live node (no partition assumed).
+    pub spread_ms: u64,
+    /// Outsiders, the revoked member and the equivocator write a post this
+    /// often through the write window (not client writes: not checked as
+    /// acknowledged).
+    pub rogue_write_ms: u64,
+    /// The machine's settings (timeouts, budgets); `operator` is replaced
+    /// by the run's operator.
+    pub machine: hearsay_admission::Config,
+}
+
+impl Default for AdmissionSim {
+    fn default() -> Self {
+        AdmissionSim {
+            outsiders: 0,
+            revoke_at_ms: None,
+            equivocator: false,
+            spread_ms: 5_000,
+            rogue_write_ms: 500,
+            machine: hearsay_admission::Config::default(),
         }
     }
 }

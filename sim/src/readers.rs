@@ -93,12 +93,15 @@ impl Readers {
     }
 
     /// After the run: each reader catches up at `node` (converged), and must
-    /// then hold exactly the changes a fresh read of the whole log finds.
+    /// then hold exactly the changes a fresh read of the whole log finds,
+    /// but for those of the `ignored` origins (which nodes may hold in
+    /// part: a revoked node's, an equivocator's).
     pub fn finish(
         &mut self,
         node: usize,
         log: &dyn DeltaLog,
         head: &VersionVector,
+        ignored: &BTreeSet<NodeId>,
         violations: &mut Vec<String>,
     ) {
         let mut fresh = Cursor::new(VersionVector::new(), Filter::default());
@@ -106,6 +109,7 @@ impl Readers {
             Ok(changes) => changes
                 .into_iter()
                 .map(|(d, _, _)| (d.origin, d.seq))
+                .filter(|(origin, _)| !ignored.contains(origin))
                 .collect(),
             Err(e) => {
                 violations.push(format!("node {node}: reading its whole log: {e:?}"));
@@ -114,7 +118,9 @@ impl Readers {
         };
         for r in 0..self.readers.len() {
             self.hop(r, node, log, head, violations);
-            let seen = &self.readers[r].seen;
+            let mut seen = self.readers[r].seen.clone();
+            seen.retain(|(origin, _)| !ignored.contains(origin));
+            let seen = &seen;
             if *seen != everything {
                 violations.push(format!(
                     "reader {r}: saw {} changes, the log holds {} ({} missed, {} extra)",

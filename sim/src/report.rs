@@ -1,5 +1,6 @@
 //! What a run reports, and how it prints.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Kinds of messages, for the traffic figures.
@@ -23,10 +24,12 @@ pub enum Kind {
     Ping,
     /// Node statuses, flooded over the links (the node's status topic).
     Status,
+    /// Hellos, revocations and equivocation proofs (admission runs only).
+    Admission,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Eager,
         Kind::IHave,
         Kind::IWant,
@@ -36,6 +39,7 @@ impl Kind {
         Kind::SyncPage,
         Kind::Ping,
         Kind::Status,
+        Kind::Admission,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +53,7 @@ impl Kind {
             Kind::SyncPage => "sync page",
             Kind::Ping => "ping",
             Kind::Status => "status",
+            Kind::Admission => "admission",
         }
     }
 }
@@ -56,8 +61,8 @@ impl Kind {
 /// Messages and bytes sent, by kind (indexed as [`Kind::ALL`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
-    pub messages: [u64; 9],
-    pub bytes: [u64; 9],
+    pub messages: [u64; 10],
+    pub bytes: [u64; 10],
 }
 
 impl Traffic {
@@ -105,6 +110,60 @@ pub struct Mesh {
     pub mean_degree_end: f64,
     /// Failure-detector verdicts reported (alive, suspect, down changes).
     pub state_changes: u64,
+}
+
+/// How far something about one node (a revocation, an equivocation proof)
+/// spread, in virtual ms from `at_ms`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Spread {
+    /// The node revoked or proven to equivocate.
+    pub node: usize,
+    /// When the revocation entered the mesh / the node signed twice.
+    pub at_ms: u64,
+    /// The seq signed twice (equivocation only).
+    pub seq: u64,
+    /// Until the first node knew (the proof's first detection).
+    pub first_known_after_ms: Option<u64>,
+    /// Until the last honest live node knew; `None`: one never did.
+    pub known_everywhere_after_ms: Option<u64>,
+    /// Until the last honest node closed its last admitted link to the
+    /// node; `None`: no honest node had one then.
+    pub last_link_closed_after_ms: Option<u64>,
+    /// Deltas of the node refused before the core by the origin check.
+    pub deltas_refused: u64,
+}
+
+/// What admission did in a run with [`crate::AdmissionSim`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AdmissionFigures {
+    pub members: usize,
+    pub outsiders: usize,
+    /// Links closed by the machine, by reason.
+    pub disconnects: BTreeMap<&'static str, u64>,
+    /// Messages dropped by the machine's check, by reason.
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// Deltas refused before the core by the origin check, by reason.
+    pub origins_refused: BTreeMap<&'static str, u64>,
+    /// Links opened by outsiders to members, or by members to outsiders.
+    pub outsider_links: u64,
+    /// Writes made by outsiders, the revoked member and the equivocator.
+    pub rogue_writes: u64,
+    pub revocation: Option<Spread>,
+    pub equivocation: Option<Spread>,
+}
+
+fn counts(m: &BTreeMap<&'static str, u64>) -> String {
+    if m.is_empty() {
+        return "none".to_owned();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn after(ms: Option<u64>) -> String {
+    ms.map_or("never".to_owned(), |ms| format!("{ms} ms"))
 }
 
 /// The outcome of one run.
@@ -159,6 +218,8 @@ pub struct Report {
     /// surviving node got them: lost with their node's disk (not counted as
     /// a violation; a write any survivor got must reach every survivor).
     pub lost_with_dead_origin: u64,
+    /// Admission figures, in runs with [`crate::AdmissionSim`].
+    pub admission: Option<AdmissionFigures>,
     /// Hash of the whole trace: equal seeds give equal hashes.
     pub trace_hash: u64,
     /// Broken invariants; empty when the run passed.
@@ -227,6 +288,9 @@ impl fmt::Display for Report {
         let (mut push_m, mut push_b) = (0, 0);
         for kind in Kind::ALL {
             let (m, b) = (self.traffic.messages(kind), self.traffic.bytes(kind));
+            if kind == Kind::Admission && m == 0 {
+                continue;
+            }
             if matches!(
                 kind,
                 Kind::Eager | Kind::IHave | Kind::IWant | Kind::IWantReply
@@ -289,6 +353,43 @@ impl fmt::Display for Report {
                 m.state_changes,
                 self.lost_with_dead_origin
             )?;
+        }
+        if let Some(a) = &self.admission {
+            writeln!(
+                f,
+                "  admission: {} members, {} outsiders ({} links with members, {} rogue writes) | disconnects: {} | dropped: {} | origins refused: {}",
+                a.members,
+                a.outsiders,
+                a.outsider_links,
+                a.rogue_writes,
+                counts(&a.disconnects),
+                counts(&a.dropped),
+                counts(&a.origins_refused)
+            )?;
+            if let Some(r) = &a.revocation {
+                writeln!(
+                    f,
+                    "  revocation of node {} at {} ms: known by every honest live node after {}, last honest link to it closed after {}, {} of its deltas refused",
+                    r.node,
+                    r.at_ms,
+                    after(r.known_everywhere_after_ms),
+                    after(r.last_link_closed_after_ms),
+                    r.deltas_refused
+                )?;
+            }
+            if let Some(e) = &a.equivocation {
+                writeln!(
+                    f,
+                    "  equivocation by node {} at {} ms (seq {}): first detected after {}, known by every honest live node after {}, last honest link to it closed after {}, {} of its deltas refused",
+                    e.node,
+                    e.at_ms,
+                    e.seq,
+                    after(e.first_known_after_ms),
+                    after(e.known_everywhere_after_ms),
+                    after(e.last_link_closed_after_ms),
+                    e.deltas_refused
+                )?;
+            }
         }
         if self.violations.is_empty() {
             write!(f, "  invariants: ok")

@@ -1,11 +1,14 @@
 //! The discrete-event loop: nodes, their translators, faults and checks.
 
+mod admission;
+
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use hearsay_crdt::{Delta, Keypair, NewPost, NodeId, PostId, UserName, Verdict};
+use hearsay_admission::{Event as GateEvent, Kind as GateKind};
+use hearsay_crdt::{Delta, DocId, Keypair, NewPost, NodeId, PostId, UserName, Verdict};
 use hearsay_node::core::{CoreConfig, CoreState, Write, Written};
 use hearsay_node::metrics::{Metrics, Source};
 use hearsay_node::store::{FaultyStore, MemoryStore, read_page};
@@ -13,6 +16,7 @@ use hearsay_sync::{Acceptance, Batch, Command, Event, SyncMachine};
 use hearsay_topology::{Geo, Status, Topology};
 
 use crate::readers::Readers;
+use admission::{Adm, Hello, Seat};
 use rand::rngs::StdRng;
 use rand::seq::IteratorRandom;
 use rand::{Rng, SeedableRng};
@@ -64,11 +68,30 @@ pub fn run(config: &SimConfig) -> Report {
 enum Msg {
     Subscribe,
     Close,
-    Publish { id: u64, payload: Arc<Vec<u8>> },
+    Publish {
+        id: u64,
+        payload: Arc<Vec<u8>>,
+    },
     Control(Control),
-    SyncRequest { have: hearsay_crdt::VersionVector },
-    SyncPage { deltas: Vec<Vec<u8>>, more: bool },
-    Status(Arc<Status<usize>>),
+    SyncRequest {
+        have: hearsay_crdt::VersionVector,
+    },
+    SyncPage {
+        deltas: Vec<Vec<u8>>,
+        more: bool,
+    },
+    /// A status, and the certificate it carries (admission runs).
+    Status(Arc<Status<usize>>, Option<Arc<Vec<u8>>>),
+    /// An admission hello: a request (answered with the receiver's own) or
+    /// the answer.
+    Hello {
+        request: bool,
+        hello: Arc<Hello>,
+    },
+    /// A revocation on the admission topic (encoded).
+    Revocation(Arc<Vec<u8>>),
+    /// An equivocation proof on the admission topic (encoded).
+    Proof(Arc<Vec<u8>>),
 }
 
 #[derive(Debug)]
@@ -143,6 +166,20 @@ enum Ev {
     },
     /// The live mesh's connectivity is sampled.
     Sample,
+    /// A node's admission timer.
+    GateTimer {
+        node: usize,
+        inc: u64,
+        at: u64,
+    },
+    /// The operator revokes a member.
+    Revoke,
+    /// A member signs two deltas with one seq.
+    Equivocate,
+    /// An outsider, the revoked member or the equivocator writes.
+    RogueWrite {
+        node: usize,
+    },
 }
 
 impl Ev {
@@ -167,6 +204,10 @@ impl Ev {
             Ev::TopologyTimer { node, .. } => (21, *node),
             Ev::Fail { node } => (22, *node),
             Ev::Sample => (23, 0),
+            Ev::GateTimer { node, .. } => (30, *node),
+            Ev::Revoke => (31, 0),
+            Ev::Equivocate => (32, 0),
+            Ev::RogueWrite { node } => (33, *node),
         }
     }
 }
@@ -250,6 +291,8 @@ struct Node {
     /// When the node first started (a late joiner's delays count from
     /// then).
     first_started: Option<u64>,
+    /// Its admission (runs with [`crate::AdmissionSim`] only).
+    seat: Option<Seat>,
 }
 
 struct World<'c> {
@@ -275,12 +318,16 @@ struct World<'c> {
     disconnected_since: Option<u64>,
     /// Per acknowledged write, when each node first held it.
     arrivals: Vec<Vec<Option<u64>>>,
+    /// The run's admission (runs with [`crate::AdmissionSim`] only).
+    adm: Option<Adm>,
 }
 
 impl<'c> World<'c> {
     fn new(config: &'c SimConfig) -> Self {
-        let n = config.nodes;
-        assert!(n >= 2, "a simulation needs two nodes");
+        let members = config.nodes;
+        assert!(members >= 2, "a simulation needs two nodes");
+        // Outsiders come after the members.
+        let n = members + config.admission.as_ref().map_or(0, |a| a.outsiders);
         let mut rng = StdRng::seed_from_u64(config.seed);
         let mut nodes = Vec::with_capacity(n);
         let mut index = BTreeMap::new();
@@ -294,10 +341,11 @@ impl<'c> World<'c> {
             } else {
                 0
             };
+            // Everyone joins through members.
             let join = if config.join_earlier {
-                (0..i).choose_multiple(&mut rng, config.join_peers)
+                (0..i.min(members)).choose_multiple(&mut rng, config.join_peers)
             } else {
-                (0..n)
+                (0..members)
                     .filter(|j| *j != i)
                     .choose_multiple(&mut rng, config.join_peers)
             };
@@ -329,6 +377,7 @@ impl<'c> World<'c> {
                 topology_armed: None,
                 statuses: BTreeMap::new(),
                 first_started: None,
+                seat: None,
             });
         }
         let mut world = World {
@@ -348,14 +397,16 @@ impl<'c> World<'c> {
             trace: DefaultHasher::new(),
             report: Report {
                 seed: config.seed,
-                nodes: n,
+                nodes: members,
                 ..Report::default()
             },
             readers: Readers::new(config.seed, config.readers),
             mesh: Mesh::default(),
             disconnected_since: None,
             arrivals: Vec::new(),
+            adm: None,
         };
+        world.setup_admission();
         world.schedule_scenario();
         world
     }
@@ -429,6 +480,7 @@ impl<'c> World<'c> {
             self.at(at, Ev::FailFlush { node });
             settle = settle.max(write_end + c.operator_restart_ms + RESTART_DOWN_MS);
         }
+        settle = settle.max(self.schedule_admission(write_end));
         self.end = settle + c.quiet_ms;
     }
 
@@ -551,6 +603,10 @@ impl<'c> World<'c> {
                     self.after(SAMPLE_MS, Ev::Sample);
                 }
             }
+            Ev::GateTimer { node, inc, at } => self.gate_timer(node, inc, at),
+            Ev::Revoke => self.revoke(),
+            Ev::Equivocate => self.equivocate(),
+            Ev::RogueWrite { node } => self.rogue_write(node),
         }
     }
 
@@ -562,15 +618,10 @@ impl<'c> World<'c> {
         }
         let local = self.local_ms(node);
         let n = &mut self.nodes[node];
-        let config = CoreConfig {
-            cache_docs: 1024,
-            checkpoint_interval_ms: 5_000,
-            checkpoint_deltas: hearsay_node::core::CHECKPOINT_DELTAS,
-        };
         let core = match CoreState::open(
             n.store.clone(),
             n.key.clone(),
-            config,
+            core_config(),
             Metrics::new("sim", None),
             local,
         ) {
@@ -598,12 +649,16 @@ impl<'c> World<'c> {
         n.first_started.get_or_insert(self.now);
         if let Some(config) = &self.config.topology {
             n.topology = Some(Topology::new(node, Some(n.geo), config.clone(), seed));
+        }
+        // Statuses carry certificates too: admission learns from them.
+        if self.config.topology.is_some() || self.adm.is_some() {
             n.topology_armed = None;
             n.statuses.clear();
             let every = self.config.status_interval_ms.max(1);
             let first = self.rng.random_range(0..every);
             self.after(first, Ev::StatusTick { node, inc });
         }
+        self.gate_start(node);
         self.feed(node, Event::Durable(durable));
         self.feed(node, Event::Tick);
         let hb = self
@@ -642,6 +697,9 @@ impl<'c> World<'c> {
         n.topology = None;
         n.topology_armed = None;
         n.statuses.clear();
+        if let Some(seat) = n.seat.as_mut() {
+            seat.gate = None;
+        }
         n.inc += 1;
         self.report.writes_refused += n.pending.len() as u64;
         n.pending.clear();
@@ -698,6 +756,9 @@ impl<'c> World<'c> {
                             .publish(id, payload.clone(), &self.config.gossip);
                     self.push(node, to, id, &payload);
                 }
+                for proof in commit.proofs {
+                    self.on_core_proof(node, proof);
+                }
             }
             Err(_) => {
                 let n = &mut self.nodes[node];
@@ -721,6 +782,7 @@ impl<'c> World<'c> {
     fn client_write(&mut self, k: usize) {
         let candidates: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].core.is_some() && !self.nodes[*i].failed)
+            .filter(|i| self.is_honest(*i))
             .collect();
         let Some(&node) = candidates.iter().choose(&mut self.rng) else {
             self.report.writes_refused += 1;
@@ -827,15 +889,26 @@ impl<'c> World<'c> {
             timestamp_ms: local,
         };
         n.statuses.insert(node, local);
-        self.flood(node, None, Arc::new(status));
+        let certificate = n
+            .seat
+            .as_ref()
+            .and_then(|s| s.presents.clone())
+            .map(Arc::new);
+        self.flood(node, None, Arc::new(status), certificate);
     }
 
     /// Sends `status` on every link of `node` but the one it came from.
-    fn flood(&mut self, node: usize, from: Option<usize>, status: Arc<Status<usize>>) {
+    fn flood(
+        &mut self,
+        node: usize,
+        from: Option<usize>,
+        status: Arc<Status<usize>>,
+        certificate: Option<Arc<Vec<u8>>>,
+    ) {
         let bytes = STATUS_BYTES + NEIGHBOUR_BYTES * status.neighbours.len();
         for peer in self.linked(node) {
-            if Some(peer) != from && peer != status.peer {
-                let msg = Msg::Status(status.clone());
+            if Some(peer) != from && peer != status.peer && self.gate_up(node, peer) {
+                let msg = Msg::Status(status.clone(), certificate.clone());
                 self.send(node, peer, msg, Kind::Status, bytes);
             }
         }
@@ -843,9 +916,15 @@ impl<'c> World<'c> {
 
     /// A status arrives at `to` from neighbour `from`: the first copy of a
     /// newer status goes to the topology machine and on to the other links.
-    fn receive_status(&mut self, to: usize, from: usize, status: Arc<Status<usize>>) {
+    fn receive_status(
+        &mut self,
+        to: usize,
+        from: usize,
+        status: Arc<Status<usize>>,
+        certificate: Option<Arc<Vec<u8>>>,
+    ) {
         let n = &mut self.nodes[to];
-        if n.topology.is_none() || status.peer == to {
+        if (n.topology.is_none() && n.seat.is_none()) || status.peer == to {
             return;
         }
         let newest = n.statuses.entry(status.peer).or_insert(0);
@@ -860,14 +939,20 @@ impl<'c> World<'c> {
                 status: Status::clone(&status),
             },
         );
-        self.flood(to, Some(from), status);
+        if let Some(c) = &certificate {
+            let certificate = c.to_vec();
+            self.gate_feed(to, GateEvent::Learned { certificate });
+        }
+        self.flood(to, Some(from), status, certificate);
     }
 
-    /// The live nodes (running, not failed for good).
+    /// The live nodes (running, not failed for good), honest ones only in
+    /// an admission run.
     fn live(&self) -> Vec<bool> {
         self.nodes
             .iter()
-            .map(|n| n.core.is_some() && !n.dead)
+            .enumerate()
+            .map(|(i, n)| n.core.is_some() && !n.dead && self.is_honest(i))
             .collect()
     }
 
@@ -1051,6 +1136,7 @@ impl<'c> World<'c> {
                         .core
                         .as_ref()
                         .map_or(0, |c| c.version_vector().get(&origin));
+                    self.check_outsider_delta(node, o, seq);
                     self.note_seq(node, o, seq);
                 }
                 events.push_back(Event::Verdicts { batch, verdicts });
@@ -1081,7 +1167,9 @@ impl<'c> World<'c> {
                             msg: Msg::Close,
                         },
                     );
-                    events.push_back(Event::PeerDown { peer });
+                    if self.link_down(node, peer) {
+                        events.push_back(Event::PeerDown { peer });
+                    }
                 }
             }
             Command::Bootstrap => {
@@ -1129,7 +1217,8 @@ impl<'c> World<'c> {
             return;
         };
         self.report.traffic.add(kind, bytes);
-        let lossy = kind != Kind::Ping && kind != Kind::Mesh;
+        // Hellos ride request-response on the connection, like pings.
+        let lossy = kind != Kind::Ping && kind != Kind::Mesh && !matches!(msg, Msg::Hello { .. });
         let link = &self.net.link;
         let (loss, duplicate) = (link.loss, link.duplicate);
         if lossy && loss > 0.0 && self.rng.random_bool(loss) {
@@ -1147,8 +1236,10 @@ impl<'c> World<'c> {
                     deltas: deltas.clone(),
                     more: *more,
                 }),
-                Msg::Status(status) => Some(Msg::Status(status.clone())),
-                Msg::Subscribe | Msg::Close => None,
+                Msg::Status(status, c) => Some(Msg::Status(status.clone(), c.clone())),
+                Msg::Revocation(r) => Some(Msg::Revocation(r.clone())),
+                Msg::Proof(p) => Some(Msg::Proof(p.clone())),
+                Msg::Subscribe | Msg::Close | Msg::Hello { .. } => None,
             };
             if let Some(copy) = copy {
                 let at = self.net.arrival(&mut self.rng, self.now, (from, to, conn));
@@ -1195,7 +1286,9 @@ impl<'c> World<'c> {
         if let Msg::Close = msg {
             if self.net.closed_by_peer(to, from, conn) {
                 self.nodes[to].gossip.peer_gone(from);
-                self.feed(to, Event::PeerDown { peer: from });
+                if self.link_down(to, from) {
+                    self.feed(to, Event::PeerDown { peer: from });
+                }
             }
             return;
         }
@@ -1205,7 +1298,10 @@ impl<'c> World<'c> {
         match msg {
             Msg::Close => {}
             Msg::Subscribe => {
-                if !self.nodes[to].gossip.peers.contains(&from) {
+                if !self.gate_up(to, from) {
+                    // A mesh member once admitted.
+                    self.gate_subscribed(to, from);
+                } else if !self.nodes[to].gossip.peers.contains(&from) {
                     if let Some(graft) = self.nodes[to].gossip.subscribed(from, &self.config.gossip)
                     {
                         self.send_control(to, from, graft);
@@ -1214,8 +1310,19 @@ impl<'c> World<'c> {
                 }
             }
             Msg::Publish { id, payload } => {
-                if self.nodes[to].gossip.receive(id, &payload) {
+                // A peer not admitted is graylisted: dropped unread.
+                if self.gate_up(to, from) && self.nodes[to].gossip.receive(id, &payload) {
+                    if !self.gate_check(to, from, GateKind::Gossip, payload.len()) {
+                        self.nodes[to].gossip.validated(id, from, false);
+                        return;
+                    }
                     let event = match Delta::decode_verified(&payload) {
+                        // A relay may not know yet that an origin was
+                        // refused: ignored, not blamed on the relay.
+                        Ok(delta) if !self.origin_ok(to, &delta) => {
+                            self.nodes[to].gossip.validated(id, from, false);
+                            return;
+                        }
                         Ok(delta) => Event::Gossip { from, id, delta },
                         Err(_) => Event::GossipMalformed { from, id },
                     };
@@ -1223,6 +1330,9 @@ impl<'c> World<'c> {
                 }
             }
             Msg::Control(control) => {
+                if !self.gate_up(to, from) {
+                    return;
+                }
                 let reply = self.nodes[to]
                     .gossip
                     .control(from, control, &self.config.gossip);
@@ -1244,6 +1354,24 @@ impl<'c> World<'c> {
                 }
             }
             Msg::SyncRequest { have } => {
+                let bytes = have.to_bytes().len();
+                if !self.gate_up(to, from)
+                    || !self.gate_check(to, from, GateKind::SyncRequest, bytes)
+                {
+                    // The node drops the channel: the requester sees a
+                    // failure.
+                    let (inc, delay) = (self.nodes[from].inc, self.net.delay(&mut self.rng));
+                    let event = Event::RequestFailed { peer: to };
+                    self.after(
+                        delay,
+                        Ev::Machine {
+                            node: from,
+                            inc,
+                            event,
+                        },
+                    );
+                    return;
+                }
                 let request = hearsay_sync::RequestId(self.next_request);
                 self.next_request += 1;
                 self.feed(
@@ -1255,12 +1383,43 @@ impl<'c> World<'c> {
                     },
                 );
             }
-            Msg::Status(status) => self.receive_status(to, from, status),
+            Msg::Status(status, certificate) => {
+                if self.gate_check(to, from, GateKind::Status, STATUS_BYTES) {
+                    self.receive_status(to, from, status, certificate)
+                }
+            }
+            Msg::Hello { request, hello } => self.on_hello(to, from, request, &hello),
+            Msg::Revocation(revocation) => {
+                if self.gate_check(to, from, GateKind::Admission, revocation.len()) {
+                    self.on_revocation(to, from, &revocation);
+                }
+            }
+            Msg::Proof(proof) => {
+                if self.gate_check(to, from, GateKind::Admission, proof.len())
+                    && !self.on_proof(to, proof.to_vec())
+                {
+                    self.gate_feed(
+                        to,
+                        GateEvent::Misbehaved {
+                            peer: from,
+                            what: "invalid equivocation proof",
+                        },
+                    );
+                }
+            }
             Msg::SyncPage { deltas, more } => {
-                // The translator drops (and would count) what does not decode.
-                let deltas = deltas
+                if !self.gate_up(to, from) {
+                    return;
+                }
+                // The translator drops (and would count) what does not
+                // decode, and leaves out deltas of a refused origin.
+                let deltas: Vec<Delta> = deltas
                     .iter()
                     .filter_map(|b| Delta::decode(b).ok())
+                    .collect();
+                let deltas = deltas
+                    .into_iter()
+                    .filter(|d| self.origin_ok(to, d))
                     .collect();
                 self.feed(to, Event::SyncPage { from, deltas, more });
             }
@@ -1310,22 +1469,10 @@ impl<'c> World<'c> {
         }
         let (new_a, new_b, _) = self.net.connect(a, b);
         if new_a {
-            self.feed(
-                a,
-                Event::PeerUp {
-                    peer: b,
-                    dialer: true,
-                },
-            );
+            self.link_up(a, b, true);
         }
         if new_b {
-            self.feed(
-                b,
-                Event::PeerUp {
-                    peer: a,
-                    dialer: false,
-                },
-            );
+            self.link_up(b, a, false);
         }
         self.send(a, b, Msg::Subscribe, Kind::Mesh, CONTROL_OVERHEAD + 8);
         self.send(b, a, Msg::Subscribe, Kind::Mesh, CONTROL_OVERHEAD + 8);
@@ -1366,7 +1513,9 @@ impl<'c> World<'c> {
 
     /// Reader `reader` reads at a random live node.
     fn read(&mut self, reader: usize) {
-        let live = (0..self.nodes.len()).filter(|i| self.nodes[*i].core.is_some());
+        let (nodes, adm) = (&self.nodes, self.adm.as_ref());
+        let live = (0..nodes.len())
+            .filter(|i| nodes[*i].core.is_some() && adm.is_none_or(|a| a.honest(*i)));
         let Some(node) = live.choose(&mut self.readers.rng) else {
             return;
         };
@@ -1397,19 +1546,37 @@ impl<'c> World<'c> {
             }
         }
         // Version vectors, heads of every document, held changes.
+        // In an admission run: honest nodes only, and neither the origins
+        // they may hold in part (see `AdmissionSim`) nor those origins'
+        // posts.
+        let ignored = self.ignored_origins();
+        let rogue_posts = self
+            .adm
+            .as_ref()
+            .map(|a| a.rogue_posts.clone())
+            .unwrap_or_default();
         let mut reference: Option<(hearsay_crdt::VersionVector, Vec<_>)> = None;
         for i in 0..n {
+            if !self.is_honest(i) {
+                continue;
+            }
             let Some(core) = self.nodes[i].core.as_mut() else {
                 continue;
             };
-            let vv = core.version_vector().clone();
+            let mut vv = core.version_vector().clone();
+            for origin in &ignored {
+                vv.set(*origin, 0);
+            }
             vv.to_bytes().hash(&mut self.trace);
             let replica = core.replica_mut();
             if replica.has_held() {
                 violations.push(format!("node {i} holds a change waiting for dependencies"));
             }
             let docs = match replica.doc_ids() {
-                Ok(ids) => ids,
+                Ok(ids) => ids
+                    .into_iter()
+                    .filter(|d| !matches!(d, DocId::Post(p) if rogue_posts.contains(p)))
+                    .collect::<Vec<_>>(),
                 Err(e) => {
                     violations.push(format!("node {i}: doc ids: {e}"));
                     continue;
@@ -1448,10 +1615,10 @@ impl<'c> World<'c> {
             format!("{heads:?}").hash(&mut self.trace);
         }
         // Every reader, caught up at the first live node, saw each change once.
-        if let Some(i) = (0..n).find(|i| self.nodes[*i].core.is_some()) {
+        if let Some(i) = (0..n).find(|i| self.nodes[*i].core.is_some() && self.is_honest(*i)) {
             let head = self.nodes[i].core.as_ref().expect("live").durable().clone();
             self.readers
-                .finish(i, &self.nodes[i].store, &head, &mut violations);
+                .finish(i, &self.nodes[i].store, &head, &ignored, &mut violations);
         }
         self.report.reader_hops = self.readers.hops;
         self.report.reader_ahead_hops = self.readers.ahead_hops;
@@ -1477,6 +1644,9 @@ impl<'c> World<'c> {
             .collect();
         self.report.lost_with_dead_origin = lost.iter().filter(|l| **l).count() as u64;
         for i in 0..n {
+            if !self.is_honest(i) {
+                continue;
+            }
             let Some(core) = self.nodes[i].core.as_mut() else {
                 continue;
             };
@@ -1542,6 +1712,7 @@ impl<'c> World<'c> {
                 degrees.iter().sum::<usize>() as f64 / degrees.len().max(1) as f64;
             self.report.mesh = Some(self.mesh.clone());
         }
+        self.admission_finish(&mut violations);
         delays.sort_unstable();
         let at = |p: f64| -> u64 {
             if delays.is_empty() {
@@ -1589,6 +1760,15 @@ impl<'c> World<'c> {
         r.violations = violations;
         r.trace_hash = self.trace.finish();
         self.report
+    }
+}
+
+/// The core's settings in every simulated node.
+fn core_config() -> CoreConfig {
+    CoreConfig {
+        cache_docs: 1024,
+        checkpoint_interval_ms: 5_000,
+        checkpoint_deltas: hearsay_node::core::CHECKPOINT_DELTAS,
     }
 }
 
