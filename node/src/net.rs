@@ -268,6 +268,9 @@ pub struct RegistryPort {
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
+    /// Peers banned by admission: their connections are refused as soon
+    /// as the handshake names them, before any protocol runs.
+    pub blocked: libp2p::allow_block_list::Behaviour<libp2p::allow_block_list::BlockedPeers>,
     pub gossipsub: gossipsub::Behaviour,
     pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
     /// The name registry's messages, on their own streams.
@@ -348,6 +351,7 @@ pub fn build_swarm(
                 .with_max_pending_incoming(Some(32));
             Ok(Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
+                blocked: Default::default(),
                 gossipsub,
                 sync,
                 registry,
@@ -1336,6 +1340,7 @@ impl<S: Store> Net<S> {
     fn publish_status(&mut self) {
         let admitted = self.admitted_peers();
         self.close_graylisted(admitted);
+        self.unblock_expired();
         let peers = self.swarm.connected_peers().count();
         self.metrics.peers_connected.set(peers as i64);
         // Lag: deltas some peer holds (by its last sync request or status)
@@ -1891,6 +1896,7 @@ impl<S: Store> Net<S> {
                 }
             }
             BehaviourEvent::Limits(v) => match v {},
+            BehaviourEvent::Blocked(v) => match v {},
         }
     }
 

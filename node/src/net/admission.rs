@@ -53,6 +53,9 @@ const REVOCATIONS: &str = "revocations";
 const MAX_HELLOS: u32 = 4;
 /// Equivocation proofs the actor keeps for hellos.
 const MAX_PROOFS: usize = 256;
+/// Peers blocked at the connection at once; beyond it, a banned peer is
+/// still refused by the machine, after the handshake.
+const MAX_BLOCKED: usize = 4096;
 
 /// What the node's operator API asks of admission.
 #[derive(Debug)]
@@ -122,12 +125,16 @@ struct Waiting {
 /// The actor's admission state.
 pub(super) struct Gate {
     pub(super) machine: Admission<PeerId>,
+    ban_ms: u64,
     pub(super) timer: Pin<Box<Sleep>>,
     pub(super) topic: IdentTopic,
     waiting: HashMap<PeerId, Waiting>,
     /// Admitted connected peers, as the sync machine knows them.
     pub(super) up: BTreeSet<PeerId>,
     hellos: HashMap<PeerId, u32>,
+    /// Peers whose connections the swarm refuses, until when (wall ms;
+    /// `u64::MAX`: for good). At most [`MAX_BLOCKED`].
+    blocked: HashMap<PeerId, u64>,
     proofs: Vec<Vec<u8>>,
     pub(super) admin: mpsc::Receiver<AdminRequest>,
 }
@@ -144,14 +151,17 @@ impl std::fmt::Debug for Gate {
 
 impl Gate {
     pub(super) fn new<S: Store>(parts: AdmissionParts, me: NodeId, store: &S) -> (Gate, Vec<u8>) {
+        let ban_ms = parts.config.ban_ms;
         let machine = Admission::new(parts.config, me, parts.certificate);
         let gate = Gate {
             machine,
+            ban_ms,
             timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
             topic: IdentTopic::new(ADMISSION_TOPIC),
             waiting: HashMap::new(),
             up: BTreeSet::new(),
             hellos: HashMap::new(),
+            blocked: HashMap::new(),
             proofs: parts.proofs.into_iter().take(MAX_PROOFS).collect(),
             admin: parts.admin,
         };
@@ -225,6 +235,7 @@ impl<S: Store> Net<S> {
             GateCommand::Admit { peer } => self.admitted(peer),
             GateCommand::Disconnect { peer, reason } => {
                 tracing::info!(%peer, reason = reason.as_str(), "closing the link: admission");
+                self.block(peer, reason);
                 self.metrics
                     .peer_disconnects
                     .get_or_create(&ReasonLabels {
@@ -278,6 +289,38 @@ impl<S: Store> Net<S> {
                     })
                     .inc();
             }
+        }
+    }
+
+    /// Refuses the peer's connections at the swarm for as long as the
+    /// machine bans it (for good once revoked or proven to equivocate): a
+    /// peer that redials costs a handshake, not a round of protocols.
+    fn block(&mut self, peer: PeerId, reason: Reason) {
+        let until = match reason {
+            Reason::Revoked | Reason::Equivocated => u64::MAX,
+            Reason::NotAdmitted | Reason::Expired | Reason::Banned => return,
+            _ => self.wall().saturating_add(self.gate.ban_ms),
+        };
+        if self.gate.blocked.len() >= MAX_BLOCKED && !self.gate.blocked.contains_key(&peer) {
+            return;
+        }
+        self.gate.blocked.insert(peer, until);
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+    }
+
+    /// Lets the peers whose ban ended connect again.
+    pub(super) fn unblock_expired(&mut self) {
+        let now = self.wall();
+        let ended: Vec<PeerId> = self
+            .gate
+            .blocked
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in ended {
+            self.gate.blocked.remove(&peer);
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
         }
     }
 
