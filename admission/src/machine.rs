@@ -67,11 +67,16 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        // Far above what an honest peer sends: a node applies about 2,300
+        // deltas/s at most (BENCHMARKS.md, bench ingest), one message each
+        // per link, and a node catching up asks for a page at a time. The
+        // budgets bound a flood; they must never cut an honest peer at
+        // peak load (over budget is a strike, and strikes disconnect).
         Limits {
-            messages_per_s: 2_000,
-            bytes_per_s: 8 << 20,
+            messages_per_s: 20_000,
+            bytes_per_s: 64 << 20,
             burst_s: 2,
-            sync_requests_per_s: 20,
+            sync_requests_per_s: 100,
             strikes: 32,
             strike_window_ms: 10_000,
             max_revocations: 4_096,
