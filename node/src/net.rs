@@ -79,6 +79,8 @@ use crate::store::{Store, read_page};
 use hearsay_topology::{Geo, State, Timeouts, Topology};
 
 mod admission;
+#[cfg(test)]
+mod wire_fuzz;
 pub use admission::{AdminRequest, AdmissionParts, AdmissionStatus, CertificateView};
 use hearsay_admission::Kind as MessageKind;
 
@@ -212,6 +214,30 @@ impl Notice {
     }
 }
 
+type CborCodec<Req, Resp> = request_response::cbor::codec::Codec<Req, Resp>;
+
+/// The anti-entropy codec: it reads at most [`SYNC_REQUEST_MAX`] and
+/// [`SYNC_RESPONSE_MAX`] bytes off a stream before decoding.
+fn sync_codec() -> CborCodec<SyncRequest, SyncResponse> {
+    CborCodec::default()
+        .set_request_size_maximum(SYNC_REQUEST_MAX)
+        .set_response_size_maximum(SYNC_RESPONSE_MAX)
+}
+
+/// The registry codec: [`REGISTRY_WIRE_MAX`] bytes each way.
+fn registry_codec() -> CborCodec<RegistryMessage, RegistryMessage> {
+    CborCodec::default()
+        .set_request_size_maximum(REGISTRY_WIRE_MAX)
+        .set_response_size_maximum(REGISTRY_WIRE_MAX)
+}
+
+/// The admission codec: [`HELLO_WIRE_MAX`] bytes each way.
+fn hello_codec() -> CborCodec<Hello, Hello> {
+    CborCodec::default()
+        .set_request_size_maximum(HELLO_WIRE_MAX)
+        .set_response_size_maximum(HELLO_WIRE_MAX)
+}
+
 /// Anti-entropy request: "this is what I have".
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncRequest {
@@ -307,29 +333,22 @@ pub fn build_swarm(
             )?;
             let (params, thresholds) = gossip_scoring();
             gossipsub.with_peer_score(params, thresholds)?;
-            let codec = request_response::cbor::codec::Codec::default()
-                .set_request_size_maximum(SYNC_REQUEST_MAX)
-                .set_response_size_maximum(SYNC_RESPONSE_MAX);
             let sync = request_response::Behaviour::with_codec(
-                codec,
+                sync_codec(),
                 [(SYNC_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(SYNC_REQUEST_TIMEOUT)
                     .with_max_concurrent_streams(64),
             );
             let registry = request_response::Behaviour::with_codec(
-                request_response::cbor::codec::Codec::default()
-                    .set_request_size_maximum(REGISTRY_WIRE_MAX)
-                    .set_response_size_maximum(REGISTRY_WIRE_MAX),
+                registry_codec(),
                 [(REGISTRY_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(REGISTRY_REQUEST_TIMEOUT)
                     .with_max_concurrent_streams(64),
             );
             let admission = request_response::Behaviour::with_codec(
-                request_response::cbor::codec::Codec::default()
-                    .set_request_size_maximum(HELLO_WIRE_MAX)
-                    .set_response_size_maximum(HELLO_WIRE_MAX),
+                hello_codec(),
                 [(ADMISSION_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(Duration::from_secs(10))
