@@ -565,16 +565,24 @@ async fn start_mesh(args: &ReplicationArgs) -> anyhow::Result<LocalMesh> {
 }
 
 /// What the followers saw: per post id, per node, when.
-type Seen = Arc<Mutex<HashMap<String, Vec<Option<Instant>>>>>;
+pub(crate) type Seen = Arc<Mutex<HashMap<String, Vec<Option<Instant>>>>>;
 
-/// Follows node `i`'s event stream from its head, noting when each post
-/// appears; reconnects from the last id if the stream breaks.
-fn follow(i: usize, n: usize, client: Client, seen: Seen, ready: mpsc::Sender<usize>) {
+/// Follows node `i`'s event stream of posts (narrowed by `filters`) from
+/// its head, noting when each post appears; reconnects from the last id if
+/// the stream breaks.
+pub(crate) fn follow(
+    i: usize,
+    n: usize,
+    client: Client,
+    filters: &'static [(&'static str, &'static str)],
+    seen: Seen,
+    ready: mpsc::Sender<usize>,
+) {
     tokio::spawn(async move {
         let mut from: Option<String> = None;
         let mut announced = false;
         for _attempt in 0..100 {
-            let Ok(mut stream) = client.events(from.as_deref(), &[("kind", "post")]).await else {
+            let Ok(mut stream) = client.events(from.as_deref(), filters).await else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
@@ -721,7 +729,14 @@ async fn replication(args: ReplicationArgs) -> anyhow::Result<()> {
     let seen: Seen = Arc::default();
     let (ready_tx, mut ready) = mpsc::channel(n);
     for (i, c) in clients.iter().enumerate() {
-        follow(i, n, c.clone(), seen.clone(), ready_tx.clone());
+        follow(
+            i,
+            n,
+            c.clone(),
+            &[("kind", "post")],
+            seen.clone(),
+            ready_tx.clone(),
+        );
     }
     for _ in 0..n {
         tokio::time::timeout(Duration::from_secs(30), ready.recv())

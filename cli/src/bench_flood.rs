@@ -25,7 +25,7 @@
 //! a runtime of its own, so its work does not delay the followers that
 //! measure.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ use hearsay_node::launch::{Launch, NodeProcess};
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
-use crate::bench::{mib, rss_bytes, summary};
+use crate::bench::{Seen, follow, mib, rss_bytes, summary};
 
 #[derive(clap::Args, Debug)]
 pub struct FloodArgs {
@@ -79,9 +79,6 @@ const COUNTER_WORDS: [&str; 6] = [
     "applied",
 ];
 
-/// What the followers saw: per post id, per node, when.
-type Seen = Arc<Mutex<HashMap<String, Vec<Option<Instant>>>>>;
-
 /// The nodes of the bench and their data directory.
 struct Mesh {
     nodes: Vec<NodeProcess>,
@@ -120,7 +117,14 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
     let seen: Seen = Arc::default();
     let (ready_tx, mut ready) = mpsc::channel(n);
     for (i, c) in clients.iter().enumerate() {
-        follow(i, n, c.clone(), seen.clone(), ready_tx.clone());
+        follow(
+            i,
+            n,
+            c.clone(),
+            &[("kind", "post"), ("author", AUTHOR)],
+            seen.clone(),
+            ready_tx.clone(),
+        );
     }
     for _ in 0..n {
         tokio::time::timeout(LINK_WAIT, ready.recv())
@@ -278,44 +282,6 @@ async fn start_mesh(n: usize, closed: bool) -> anyhow::Result<Mesh> {
     })
 }
 
-/// Follows node `i`'s event stream (posts by [`AUTHOR`]) from its head,
-/// noting when each post appears; reconnects from the last id if the
-/// stream breaks.
-fn follow(i: usize, n: usize, client: Client, seen: Seen, ready: mpsc::Sender<usize>) {
-    tokio::spawn(async move {
-        let mut from: Option<String> = None;
-        let mut announced = false;
-        for _attempt in 0..100 {
-            let filters = [("kind", "post"), ("author", AUTHOR)];
-            let Ok(mut stream) = client.events(from.as_deref(), &filters).await else {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            };
-            if !announced {
-                announced = true;
-                let _ = ready.send(i).await;
-            }
-            while let Ok(Some(event)) = stream.next().await {
-                if event.event != "post" {
-                    continue;
-                }
-                let at = Instant::now();
-                let id = serde_json::from_str::<serde_json::Value>(&event.data)
-                    .ok()
-                    .and_then(|v| v["post"]["id"].as_str().map(str::to_owned));
-                if let Some(id) = id {
-                    let mut seen = seen.lock().await;
-                    let row = seen.entry(id).or_insert_with(|| vec![None; n]);
-                    row[i].get_or_insert(at);
-                }
-            }
-            from = stream.last_id().map(str::to_owned);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-}
-
-/// A post that must reach every node before anything is measured.
 async fn warm_up(writer: &Client, seen: &Seen) -> anyhow::Result<()> {
     let id = writer
         .create_post(Some(AUTHOR), "warm-up", None)

@@ -232,7 +232,7 @@ fn registry_codec() -> CborCodec<RegistryMessage, RegistryMessage> {
 }
 
 /// The admission codec: [`HELLO_WIRE_MAX`] bytes each way.
-fn hello_codec() -> CborCodec<Hello, Hello> {
+pub(crate) fn hello_codec() -> CborCodec<Hello, Hello> {
     CborCodec::default()
         .set_request_size_maximum(HELLO_WIRE_MAX)
         .set_response_size_maximum(HELLO_WIRE_MAX)
@@ -327,12 +327,7 @@ pub fn build_swarm(
         .map_err(|e| NetError::Build(e.to_string()))?
         .with_quic()
         .with_behaviour(|key| {
-            let mut gossipsub = gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Anonymous,
-                gossip_config()?,
-            )?;
-            let (params, thresholds) = gossip_scoring();
-            gossipsub.with_peer_score(params, thresholds)?;
+            let gossipsub = scored_gossipsub()?;
             let sync = request_response::Behaviour::with_codec(
                 sync_codec(),
                 [(SYNC_PROTOCOL, ProtocolSupport::Full)],
@@ -419,6 +414,18 @@ pub fn gossip_config() -> Result<gossipsub::Config, gossipsub::ConfigBuilderErro
             MessageId::from(sha2::Sha256::digest(&m.data)[..20].to_vec())
         })
         .build()
+}
+
+/// Gossipsub as every member of the mesh runs it: [`gossip_config`],
+/// anonymous messages (deltas carry their own signatures), scored by
+/// [`gossip_scoring`].
+pub(crate) fn scored_gossipsub()
+-> Result<gossipsub::Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+    let mut gossipsub =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip_config()?)?;
+    let (params, thresholds) = gossip_scoring();
+    gossipsub.with_peer_score(params, thresholds)?;
+    Ok(gossipsub)
 }
 
 /// Gossipsub's peer scoring, as every member of the mesh sets it. Two
@@ -1045,13 +1052,7 @@ impl<S: Store> Net<S> {
                 from,
                 acceptance,
             } => {
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&id, &from, gossip_acceptance(acceptance));
-                if acceptance == Acceptance::Reject {
-                    self.close_graylisted(vec![from]);
-                }
+                self.judge(&id, from, gossip_acceptance(acceptance));
             }
             Command::Dial { peer } => self.dial(peer),
             Command::Disconnect { peer } => {
@@ -1542,10 +1543,7 @@ impl<S: Store> Net<S> {
             });
         }
         if refused_origin {
-            self.swarm
-                .behaviour_mut()
-                .gossipsub
-                .report_message_validation_result(&id, &from, MessageAcceptance::Ignore);
+            self.judge(&id, from, MessageAcceptance::Ignore);
             self.metrics
                 .statuses_rejected
                 .get_or_create(&crate::metrics::ReasonLabels {
@@ -1559,13 +1557,7 @@ impl<S: Store> Net<S> {
             Ok(_) => MessageAcceptance::Accept,
             Err(_) => MessageAcceptance::Reject,
         };
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(&id, &from, acceptance);
-        if acceptance == MessageAcceptance::Reject {
-            self.close_graylisted(vec![from]);
-        }
+        self.judge(&id, from, acceptance);
         let v = match verdict {
             Ok(v) => v,
             Err(e) => {
@@ -1750,14 +1742,7 @@ impl<S: Store> Net<S> {
                         // Charged to the peer first: over its budgets, or
                         // not admitted, the message is dropped unread.
                         if !self.admit_message(&propagation_source, kind, message.data.len()) {
-                            self.swarm
-                                .behaviour_mut()
-                                .gossipsub
-                                .report_message_validation_result(
-                                    &message_id,
-                                    &propagation_source,
-                                    MessageAcceptance::Ignore,
-                                );
+                            self.judge(&message_id, propagation_source, MessageAcceptance::Ignore);
                             return;
                         }
                         match kind {
@@ -1926,10 +1911,7 @@ impl<S: Store> Net<S> {
             // A relay may not know yet that an origin was revoked: its
             // delta is ignored, not blamed on the relay.
             Ok(delta) if !self.origin_ok(&delta) => {
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&id, &from, MessageAcceptance::Ignore);
+                self.judge(&id, from, MessageAcceptance::Ignore);
             }
             Ok(delta) => self.feed(Event::Gossip { from, id, delta }),
             Err(e) => {

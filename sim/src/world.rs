@@ -1153,23 +1153,8 @@ impl<'c> World<'c> {
             }
             Command::Dial { peer } => self.dial(node, peer),
             Command::Disconnect { peer } => {
-                if let Some(conn) = self.net.close(node, peer) {
-                    self.nodes[node].gossip.peer_gone(peer);
-                    let at = self
-                        .net
-                        .arrival(&mut self.rng, self.now, (node, peer, conn));
-                    self.at(
-                        at,
-                        Ev::Arrive {
-                            from: node,
-                            to: peer,
-                            conn,
-                            msg: Msg::Close,
-                        },
-                    );
-                    if self.link_down(node, peer) {
-                        events.push_back(Event::PeerDown { peer });
-                    }
+                if self.close_conn(node, peer) && self.link_down(node, peer) {
+                    events.push_back(Event::PeerDown { peer });
                 }
             }
             Command::Bootstrap => {
@@ -1424,6 +1409,29 @@ impl<'c> World<'c> {
                 self.feed(to, Event::SyncPage { from, deltas, more });
             }
         }
+    }
+
+    /// Closes `node`'s connection to `peer`, if one is open: its gossip
+    /// forgets the peer and the close reaches the other side after the
+    /// link's delay. Whether the link is then down is [`World::link_down`]'s.
+    fn close_conn(&mut self, node: usize, peer: usize) -> bool {
+        let Some(conn) = self.net.close(node, peer) else {
+            return false;
+        };
+        self.nodes[node].gossip.peer_gone(peer);
+        let at = self
+            .net
+            .arrival(&mut self.rng, self.now, (node, peer, conn));
+        self.at(
+            at,
+            Ev::Arrive {
+                from: node,
+                to: peer,
+                conn,
+                msg: Msg::Close,
+            },
+        );
+        true
     }
 
     fn dial(&mut self, node: usize, peer: usize) {

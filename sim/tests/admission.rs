@@ -9,7 +9,10 @@
 //! HEARSAY_SIM_SEED=42 cargo test -p hearsay-sim --test admission -- --nocapture revoked
 //! ```
 
-use hearsay_sim::{AdmissionSim, Report, SimConfig, run, seed_from_env};
+mod common;
+
+use common::check;
+use hearsay_sim::{AdmissionSim, SimConfig, seed_from_env};
 
 fn config(seed: u64, nodes: usize, admission: AdmissionSim) -> SimConfig {
     SimConfig {
@@ -19,18 +22,6 @@ fn config(seed: u64, nodes: usize, admission: AdmissionSim) -> SimConfig {
         admission: Some(admission),
         ..SimConfig::default()
     }
-}
-
-fn check(name: &str, config: &SimConfig) -> Report {
-    let started = std::time::Instant::now();
-    let report = run(config);
-    println!(
-        "== {name} ({:.1} s of CPU time)\n{report}",
-        started.elapsed().as_secs_f64()
-    );
-    report.assert_ok();
-    assert!(report.writes_acked > 0, "no write was acknowledged");
-    report
 }
 
 /// Outsiders (no certificate, one of another operator, a member's) dial

@@ -13,7 +13,10 @@
 //! cargo test --release -p hearsay-sim --test sim -- --ignored --nocapture thousand_nodes
 //! ```
 
-use hearsay_sim::{LinkConfig, Partition, Report, SimConfig, run, seed_from_env};
+mod common;
+
+use common::check;
+use hearsay_sim::{LinkConfig, Partition, SimConfig, run, seed_from_env};
 
 fn config(seed: u64, nodes: usize) -> SimConfig {
     SimConfig {
@@ -22,18 +25,6 @@ fn config(seed: u64, nodes: usize) -> SimConfig {
         posts: 30,
         ..SimConfig::default()
     }
-}
-
-fn check(name: &str, config: &SimConfig) -> Report {
-    let started = std::time::Instant::now();
-    let report = run(config);
-    println!(
-        "== {name} ({:.1} s of CPU time)\n{report}",
-        started.elapsed().as_secs_f64()
-    );
-    report.assert_ok();
-    assert!(report.writes_acked > 0, "no write was acknowledged");
-    report
 }
 
 #[test]

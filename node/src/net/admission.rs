@@ -470,6 +470,19 @@ impl<S: Store> Net<S> {
         }
     }
 
+    /// Tells gossipsub what became of message `id` from `from` (forward,
+    /// drop, or drop and score the sender down); a rejection may take the
+    /// sender below the graylist threshold, and then it is cut off.
+    pub(super) fn judge(&mut self, id: &MessageId, from: PeerId, acceptance: MessageAcceptance) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, &from, acceptance);
+        if acceptance == MessageAcceptance::Reject {
+            self.close_graylisted(vec![from]);
+        }
+    }
+
     /// Closes and bans the admitted peers among `peers` that gossipsub
     /// scored below its graylist threshold: it drops their messages unread
     /// from then on, but reading them still costs, and they keep coming.
@@ -668,13 +681,7 @@ impl<S: Store> Net<S> {
             }
             None => MessageAcceptance::Reject,
         };
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(&id, &from, acceptance);
-        if acceptance == MessageAcceptance::Reject {
-            self.close_graylisted(vec![from]);
-        }
+        self.judge(&id, from, acceptance);
     }
 
     /// The operator API's requests.

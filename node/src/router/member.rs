@@ -13,7 +13,7 @@
 //! It enforces nothing itself: it ignores the hellos it receives (their
 //! revocations and proofs are the nodes' business) and takes in only
 //! statuses whose signature it verifies. Its gossipsub scores peers as the
-//! nodes' does ([`gossip_scoring`]), so it behaves as a mesh member.
+//! nodes' does ([`crate::net::gossip_scoring`]), so it behaves as a mesh member.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,9 +32,7 @@ use tokio::time::Instant;
 
 use super::RouterMetrics;
 use super::rank::Host;
-use crate::net::{
-    ADMISSION_PROTOCOL, HELLO_WIRE_MAX, Hello, NetError, gossip_config, gossip_scoring,
-};
+use crate::net::{ADMISSION_PROTOCOL, Hello, NetError, hello_codec, scored_gossipsub};
 use crate::status::{self, STATUS_TOPIC};
 use hearsay_topology::{Command, Event, Topology};
 
@@ -77,16 +75,9 @@ pub fn build_swarm(key: identity::Keypair) -> Result<Swarm<LightBehaviour>, NetE
         )
         .map_err(|e| NetError::Build(e.to_string()))?
         .with_behaviour(|key| {
-            let mut gossipsub = gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Anonymous,
-                gossip_config()?,
-            )?;
-            let (params, thresholds) = gossip_scoring();
-            gossipsub.with_peer_score(params, thresholds)?;
+            let gossipsub = scored_gossipsub()?;
             let admission = request_response::Behaviour::with_codec(
-                request_response::cbor::codec::Codec::default()
-                    .set_request_size_maximum(HELLO_WIRE_MAX)
-                    .set_response_size_maximum(HELLO_WIRE_MAX),
+                hello_codec(),
                 [(ADMISSION_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(HELLO_TIMEOUT)

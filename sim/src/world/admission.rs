@@ -470,21 +470,7 @@ impl World<'_> {
 
     /// Closes every connection of `node` to `peer` (admission's verdict).
     fn close_link(&mut self, node: usize, peer: usize) {
-        if let Some(conn) = self.net.close(node, peer) {
-            self.nodes[node].gossip.peer_gone(peer);
-            let at = self
-                .net
-                .arrival(&mut self.rng, self.now, (node, peer, conn));
-            self.at(
-                at,
-                Ev::Arrive {
-                    from: node,
-                    to: peer,
-                    conn,
-                    msg: Msg::Close,
-                },
-            );
-        }
+        self.close_conn(node, peer);
         if self.link_down(node, peer) {
             self.feed(node, Event::PeerDown { peer });
         }
